@@ -1,0 +1,51 @@
+// Grad bias on the CPU: the sum of grad_output over N, P and Q for each
+// output channel. Each channel is summed by one thread in a fixed order, in
+// double, so the result is reproducible and accurate for any dtype.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "../conv_shape.h"
+#include "gather.h"
+
+namespace conv_ext::cpu {
+namespace {
+
+template <typename scalar_t>
+void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad_bias) {
+  const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
+  const Strides4 ys(grad_output);
+  const int64_t N = grad_output.size(0), K = grad_output.size(1);
+  const int64_t P = grad_output.size(2), Q = grad_output.size(3);
+  scalar_t* db = grad_bias.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      double sum = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t p = 0; p < P; ++p) {
+          const scalar_t* row = dy + n * ys.d0 + k * ys.d1 + p * ys.d2;
+          for (int64_t q = 0; q < Q; ++q)
+            sum += static_cast<double>(row[q * ys.d3]);
+        }
+      db[k] = static_cast<scalar_t>(sum);
+    }
+  });
+}
+
+at::Tensor conv2d_backward_bias_cpu(const at::Tensor& grad_output) {
+  check_backward_bias(grad_output);
+  at::Tensor grad_bias = at::empty({grad_output.size(1)}, grad_output.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+      "conv2d_backward_bias_cpu",
+      [&] { conv2d_backward_bias_kernel<scalar_t>(grad_output, grad_bias); });
+  return grad_bias;
+}
+
+}  // namespace
+}  // namespace conv_ext::cpu
+
+TORCH_LIBRARY_IMPL(conv_ext, CPU, m) {
+  m.impl("conv2d_backward_bias", &conv_ext::cpu::conv2d_backward_bias_cpu);
+}
