@@ -1,0 +1,9 @@
+"""conv_ext: hand-written CPU and CUDA kernels for 2-D convolution, as
+PyTorch ops (torch.ops.conv_ext.*), with MyConv2d, a drop-in nn.Conv2d."""
+from . import cs231n
+from ._ops import ops
+from .functional import Conv2dFunction, conv2d
+from .modules import MyConv2d, replace_conv2d
+
+__all__ = ["Conv2dFunction", "MyConv2d", "conv2d", "cs231n", "ops", "replace_conv2d"]
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""The four ops of csrc/ops.cpp seen from Python: the fake kernels that let
+torch.compile and opcheck trace them, and the autograd formulas that make
+every op differentiable, the backward ops included (double backward)."""
+import torch
+from torch._prims_common import suggest_memory_format
+
+from . import _C  # noqa: F401  (loading the library registers the ops)
+
+ops = torch.ops.conv_ext
+
+
+# ---------------------------------------------------------------- fake kernels
+def _out_extent(size, k, stride, pad, dil):
+    return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _memory_format(a, b):
+    # The rule of csrc/conv_shape.cpp (output_memory_format), mirrored.
+    cl = torch.channels_last
+    if suggest_memory_format(a) == cl or suggest_memory_format(b) == cl:
+        return cl
+    return torch.contiguous_format
+
+
+def _empty(size, like, fmt):
+    return torch.empty(size, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+@torch.library.register_fake("conv_ext::conv2d_forward")
+def _(input, weight, bias, stride, padding, dilation, groups):
+    torch._check(input.dim() == 4, lambda: "conv2d_forward: expected 4-D input")
+    torch._check(weight.dim() == 4, lambda: "conv2d_forward: expected 4-D weight")
+    n, _, h, w = input.shape
+    k, _, r, s = weight.shape
+    p = _out_extent(h, r, stride[0], padding[0], dilation[0])
+    q = _out_extent(w, s, stride[1], padding[1], dilation[1])
+    return _empty((n, k, p, q), input, _memory_format(input, weight))
+
+
+@torch.library.register_fake("conv_ext::conv2d_backward_input")
+def _(grad_output, weight, input_size, stride, padding, dilation, groups):
+    return _empty(input_size, grad_output, _memory_format(grad_output, weight))
+
+
+@torch.library.register_fake("conv_ext::conv2d_backward_weight")
+def _(grad_output, input, weight_size, stride, padding, dilation, groups):
+    return _empty(weight_size, grad_output, _memory_format(grad_output, input))
+
+
+@torch.library.register_fake("conv_ext::conv2d_backward_bias")
+def _(grad_output):
+    torch._check(grad_output.dim() == 4, lambda: "conv2d_backward_bias: expected 4-D grad_output")
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
+# -------------------------------------------------------------------- autograd
+def conv2d_backward(grad_output, input, weight, conf, needs):
+    """Gradients of conv2d_forward for input, weight and bias; each computed
+    only where `needs` (ctx.needs_input_grad) asks for it."""
+    stride, padding, dilation, groups = conf
+    grad_input = grad_weight = grad_bias = None
+    if needs[0]:
+        grad_input = ops.conv2d_backward_input(
+            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+    if needs[1]:
+        grad_weight = ops.conv2d_backward_weight(
+            grad_output, input, list(weight.shape), stride, padding, dilation, groups)
+    if needs[2]:
+        grad_bias = ops.conv2d_backward_bias(grad_output)
+    return grad_input, grad_weight, grad_bias
+
+
+def _forward_setup(ctx, inputs, output):
+    input, weight, _, *conf = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conf = conf
+
+
+def _forward_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    return *conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad), None, None, None, None
+
+
+# backward_input(gy, w) is linear in gy and in w:
+#   <backward_input(gy, w), gg> = <gy, forward(gg, w)>
+# so its gradient for gy is forward(gg, w), and for w backward_weight(gy, gg).
+def _backward_input_setup(ctx, inputs, output):
+    grad_output, weight, _, *conf = inputs
+    ctx.save_for_backward(grad_output, weight)
+    ctx.conf = conf
+
+
+def _backward_input_backward(ctx, gg):
+    grad_output, weight = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conf
+    d_grad_output = d_weight = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.conv2d_forward(gg, weight, None, stride, padding, dilation, groups)
+    if ctx.needs_input_grad[1]:
+        d_weight = ops.conv2d_backward_weight(
+            grad_output, gg, list(weight.shape), stride, padding, dilation, groups)
+    return d_grad_output, d_weight, None, None, None, None, None
+
+
+# backward_weight(gy, x) likewise: <backward_weight(gy, x), gg> = <gy, forward(x, gg)>.
+def _backward_weight_setup(ctx, inputs, output):
+    grad_output, input, _, *conf = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.conf = conf
+
+
+def _backward_weight_backward(ctx, gg):
+    grad_output, input = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conf
+    d_grad_output = d_input = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.conv2d_forward(input, gg, None, stride, padding, dilation, groups)
+    if ctx.needs_input_grad[1]:
+        d_input = ops.conv2d_backward_input(
+            grad_output, gg, list(input.shape), stride, padding, dilation, groups)
+    return d_grad_output, d_input, None, None, None, None, None
+
+
+def _backward_bias_setup(ctx, inputs, output):
+    ctx.shape = inputs[0].shape
+
+
+def _backward_bias_backward(ctx, gg):
+    return gg.reshape(1, -1, 1, 1).expand(ctx.shape)
+
+
+torch.library.register_autograd(
+    "conv_ext::conv2d_forward", _forward_backward, setup_context=_forward_setup)
+torch.library.register_autograd(
+    "conv_ext::conv2d_backward_input", _backward_input_backward,
+    setup_context=_backward_input_setup)
+torch.library.register_autograd(
+    "conv_ext::conv2d_backward_weight", _backward_weight_backward,
+    setup_context=_backward_weight_setup)
+torch.library.register_autograd(
+    "conv_ext::conv2d_backward_bias", _backward_bias_backward,
+    setup_context=_backward_bias_setup)

@@ -1,0 +1,102 @@
+"""conv_ext.conv2d and Conv2dFunction: the functional face of the ops, with
+the argument conventions of torch.nn.functional.conv2d."""
+import torch
+import torch.nn.functional as F
+
+from ._ops import conv2d_backward, ops
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """Binds conv2d_forward to its three backward ops; computes only the
+    gradients autograd asks for (ctx.needs_input_grad). Its backward is built
+    from differentiable ops, so double backward works."""
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, dilation, groups):
+        return ops.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, _, *conf = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.conf = conf
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        grads = conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad)
+        return *grads, None, None, None, None
+
+
+def _pair(name, value, minimum):
+    """An int or a pair of ints, as torch.nn.modules.utils._pair accepts it,
+    checked: a bad value raises naming `name`."""
+    if isinstance(value, (list, tuple)):
+        values = tuple(value)
+    else:
+        values = (value, value)
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"conv2d: expected {name} to be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in values):
+        bound = "> 0" if minimum == 1 else ">= 0"
+        raise ValueError(f"conv2d: expected {name} to be {bound}, got {value!r}")
+    return list(values)
+
+
+def _same_padding(weight, dilation):
+    """Padding for padding='same': torch pads dil*(k-1) in total, the odd
+    element (even kernels) on the bottom/right. Returns the symmetric part and
+    the extra (bottom, right)."""
+    total = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+    sym = [t // 2 for t in total]
+    extra = [t - 2 * s for t, s in zip(total, sym)]
+    return sym, extra
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Applies a 2-D convolution with conv_ext's kernels.
+
+    Same signature, semantics, output shape and dtype as
+    torch.nn.functional.conv2d: input (N, C, H, W) or unbatched (C, H, W);
+    weight (K, C/groups, R, S); optional bias (K,); stride, padding and
+    dilation an int or a pair; padding also 'valid' or 'same'.
+    """
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"conv2d: expected input to be a Tensor, got {type(input).__name__}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"conv2d: expected weight to be a Tensor, got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"conv2d: expected bias to be a Tensor or None, got {type(bias).__name__}")
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"conv2d: expected groups to be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"conv2d: expected groups > 0, got {groups}")
+    stride = _pair("stride", stride, 1)
+    dilation = _pair("dilation", dilation, 1)
+
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            "conv2d: expected 3-D (unbatched C, H, W) or 4-D (batched N, C, H, W) "
+            f"input, got input of shape {tuple(input.shape)}")
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = [0, 0]
+        elif padding == "same":
+            if stride != [1, 1]:
+                raise ValueError("conv2d: padding='same' is not supported for strided convolutions")
+            if weight.dim() != 4:
+                raise RuntimeError(f"conv2d: expected 4-D weight, got shape {tuple(weight.shape)}")
+            padding, extra = _same_padding(weight, dilation)
+            if any(extra):
+                input = F.pad(input, [0, extra[1], 0, extra[0]])
+        else:
+            raise ValueError(f"conv2d: expected padding to be 'valid', 'same', an int or a pair, got {padding!r}")
+    else:
+        padding = _pair("padding", padding, 0)
+
+    out = Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
+    return out.squeeze(0) if unbatched else out

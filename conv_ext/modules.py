@@ -1,0 +1,52 @@
+"""MyConv2d, a drop-in torch.nn.Conv2d running on conv_ext's kernels, and
+replace_conv2d, which swaps it into an existing model."""
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import conv2d
+
+
+class MyConv2d(nn.Conv2d):
+    """torch.nn.Conv2d with its forward computed by conv_ext's kernels.
+
+    Constructor, defaults, parameters, initialisation, repr and state_dict are
+    nn.Conv2d's own, so checkpoints load either way and isinstance(m,
+    nn.Conv2d) holds.
+    """
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    @classmethod
+    def from_conv2d(cls, conv):
+        """A MyConv2d computing what `conv` computes, sharing its parameter
+        tensors (an optimizer that holds them keeps working)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"from_conv2d: expected an nn.Conv2d, got {type(conv).__name__}")
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size,
+            stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+            groups=conv.groups, bias=conv.bias is not None,
+            padding_mode=conv.padding_mode, device="meta",
+        )
+        new.weight = conv.weight
+        new.bias = conv.bias
+        new.train(conv.training)
+        return new
+
+
+def replace_conv2d(model):
+    """Replaces, in place, every plain nn.Conv2d inside `model` by a MyConv2d
+    sharing its parameters, and returns the model. A bare nn.Conv2d passed as
+    `model` has no parent to be swapped in, so its replacement is returned."""
+    if type(model) is nn.Conv2d:
+        return MyConv2d.from_conv2d(model)
+    for name, child in model.named_children():
+        if type(child) is nn.Conv2d:
+            setattr(model, name, MyConv2d.from_conv2d(child))
+        else:
+            replace_conv2d(child)
+    return model
