@@ -1,5 +1,6 @@
 """conv_ext: hand-written CPU and CUDA kernels for 2-D convolution, as
 PyTorch ops (torch.ops.conv_ext.*), with MyConv2d, a drop-in nn.Conv2d."""
+from . import _autocast  # noqa: F401  (registers the ops' autocast kernels)
 from . import cs231n
 from ._ops import ops
 from .functional import Conv2dFunction, conv2d

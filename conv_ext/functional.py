@@ -3,6 +3,7 @@ the argument conventions of torch.nn.functional.conv2d."""
 import torch
 import torch.nn.functional as F
 
+from ._autocast import cast_inputs
 from ._ops import conv2d_backward, ops
 
 
@@ -73,6 +74,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv2d: expected groups > 0, got {groups}")
     stride = _pair("stride", stride, 1)
     dilation = _pair("dilation", dilation, 1)
+    # Cast here, not inside Conv2dFunction: the Function must save the tensors
+    # its ops compute with, and the casts must be recorded for autograd.
+    input, weight, bias = cast_inputs(input.device.type, input, weight, bias)
 
     if input.dim() not in (3, 4):
         raise RuntimeError(
