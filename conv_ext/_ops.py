@@ -22,6 +22,13 @@ def _memory_format(a, b):
     return torch.contiguous_format
 
 
+def _check_same(op, name_a, a, name_b, b):
+    # What csrc/conv_shape.cpp checks before the kernels run; the fake kernel
+    # also serves calls that mix a meta tensor with a real one.
+    torch._check(a.dtype == b.dtype, lambda: f"{op}: expected {name_a} and {name_b} to have the same dtype, got {a.dtype} and {b.dtype}")
+    torch._check(a.device == b.device, lambda: f"{op}: expected {name_a} and {name_b} to be on the same device, got {a.device} and {b.device}")
+
+
 def _empty(size, like, fmt):
     return torch.empty(size, dtype=like.dtype, device=like.device, memory_format=fmt)
 
@@ -30,6 +37,9 @@ def _empty(size, like, fmt):
 def _(input, weight, bias, stride, padding, dilation, groups):
     torch._check(input.dim() == 4, lambda: "conv2d_forward: expected 4-D input")
     torch._check(weight.dim() == 4, lambda: "conv2d_forward: expected 4-D weight")
+    _check_same("conv2d_forward", "input", input, "weight", weight)
+    if bias is not None:
+        _check_same("conv2d_forward", "input", input, "bias", bias)
     n, _, h, w = input.shape
     k, _, r, s = weight.shape
     p = _out_extent(h, r, stride[0], padding[0], dilation[0])
@@ -39,11 +49,13 @@ def _(input, weight, bias, stride, padding, dilation, groups):
 
 @torch.library.register_fake("conv_ext::conv2d_backward_input")
 def _(grad_output, weight, input_size, stride, padding, dilation, groups):
+    _check_same("conv2d_backward_input", "grad_output", grad_output, "weight", weight)
     return _empty(input_size, grad_output, _memory_format(grad_output, weight))
 
 
 @torch.library.register_fake("conv_ext::conv2d_backward_weight")
 def _(grad_output, input, weight_size, stride, padding, dilation, groups):
+    _check_same("conv2d_backward_weight", "grad_output", grad_output, "input", input)
     return _empty(weight_size, grad_output, _memory_format(grad_output, input))
 
 

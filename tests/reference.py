@@ -1,0 +1,46 @@
+"""What the tests compare against: torch's own convolution, and its error."""
+import torch
+import torch.nn.functional as F
+
+
+def torch_conv_and_grads(x, w, b, grad_out_seed=0, **conv):
+    """Output of F.conv2d and the gradients of <output, g> for a fixed random
+    g, computed by torch (the reference for ours)."""
+    x = x.detach().requires_grad_()
+    w = w.detach().requires_grad_()
+    b = None if b is None else b.detach().requires_grad_()
+    y = F.conv2d(x, w, b, **conv)
+    return y, _grads(y, x, w, b, grad_out_seed)
+
+
+def ours_conv_and_grads(fn, x, w, b, grad_out_seed=0, **conv):
+    x = x.detach().requires_grad_()
+    w = w.detach().requires_grad_()
+    b = None if b is None else b.detach().requires_grad_()
+    y = fn(x, w, b, **conv)
+    return y, _grads(y, x, w, b, grad_out_seed)
+
+
+def _grads(y, x, w, b, seed):
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y)
+    inputs = [x, w] + ([] if b is None else [b])
+    return torch.autograd.grad(y, inputs, g, allow_unused=True) if y.numel() else [torch.zeros_like(t) for t in inputs]
+
+
+def low_precision_tolerance(x, w, b, ours, conv, grad_out_seed=0):
+    """For float16/bfloat16/float32: the error of ours against a float64
+    reference may be at most twice torch's own error in that dtype (plus a
+    floor for exact zeros), output and each gradient."""
+    ref_y, ref_g = torch_conv_and_grads(
+        x.double(), w.double(), None if b is None else b.double(), grad_out_seed, **conv)
+    t_y, t_g = torch_conv_and_grads(x, w, b, grad_out_seed, **conv)
+    o_y, o_g = ours
+    eps = torch.finfo(x.dtype).eps
+    for name, r, t, o in zip(["output", "grad_input", "grad_weight", "grad_bias"],
+                             [ref_y, *ref_g], [t_y, *t_g], [o_y, *o_g]):
+        scale = r.abs().max().item() if r.numel() else 0.0
+        torch_err = (t.double() - r).abs().max().item() if r.numel() else 0.0
+        our_err = (o.double() - r).abs().max().item() if r.numel() else 0.0
+        bound = 2 * torch_err + 4 * eps * scale
+        assert our_err <= bound, f"{name}: error {our_err:.3g} > 2x torch's {torch_err:.3g} (+floor)"
