@@ -90,7 +90,7 @@ def run(args, command):
     if args.threads:
         torch.set_num_threads(args.threads)
     meta = machine.describe(args.device)
-    meta = {k: meta[k] for k in ("card", "driver", "torch_version", "commit", "date", "threads")}
+    meta = {k: meta[k] for k in ("card", "driver", "torch_version", "commit", "date", "threads", "load_avg")}
     meta["command"] = command
     chosen = shapes.select(args.device, args.shapes, args.quick)
     plan = timing.budget(args.device, args.quick, args.reps)
@@ -116,11 +116,10 @@ def run(args, command):
 
 
 def main(argv=None):
-    from . import report
+    from . import machine, report
 
     args = parse_args(argv)
-    shown = sys.argv[1:] if argv is None else list(argv)
-    records = run(args, " ".join(["python -m benchmarks", *shown]))
+    records = run(args, machine.command("python -m benchmarks", sys.argv[1:] if argv is None else argv))
     if args.json:
         report.write_json(records, args.json)
     if args.markdown:

@@ -43,6 +43,26 @@ def gpu_driver():
     return version.splitlines()[0] if version else "unknown"
 
 
+# Environment variables that change what a run measures (threading, devices).
+_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "CUDA_VISIBLE_DEVICES", "CUBLAS_", "CUDNN_")
+
+
+def command(program, argv):
+    """The command line that reproduces a run, with the environment variables
+    that affect timing in front of it."""
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)]
+    return " ".join([*env, program, *argv])
+
+
+def load_average():
+    """The 1-minute load average (None where unknown): above ~0.5 on an idle
+    machine means other processes share the cores and timings are noisy."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def describe(device):
     """The environment of a run on `device` as a flat dict."""
     info = {
@@ -51,6 +71,7 @@ def describe(device):
         "commit": commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "threads": torch.get_num_threads(),
+        "load_avg": load_average(),
     }
     if device == "cpu":
         info["card"] = f"{cpu_name()} ({os.cpu_count()} logical cores)"

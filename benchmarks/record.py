@@ -39,6 +39,7 @@ class Record:
     commit: str
     date: str
     threads: int
+    load_avg: float | None  # 1-minute load average when the run started
     command: str
 
     def as_dict(self):

@@ -3,14 +3,22 @@ dtype and layout, with a summary of geomean speedups), and a PNG of the
 speedup per shape and pass on a log axis with 1.0 marked."""
 import json
 import math
+import os
 from collections import defaultdict
 
 from .limits import PASSES
 from .record import Record
 
 
+def ensure_parent(path):
+    """Creates the folder that will hold `path`; returns path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    return path
+
+
 def write_json(records, path):
-    with open(path, "w") as f:
+    with open(ensure_parent(path), "w") as f:
         json.dump([r.as_dict() for r in records], f, indent=1)
         f.write("\n")
 
@@ -79,6 +87,8 @@ def markdown(records):
             setup += f", driver {first.driver}"
         if device == "cpu":
             setup += f", {first.threads} threads"
+        if first.load_avg is not None:
+            setup += f", load average {first.load_avg} at start"
         parts.append(f"### {device} · {dtype} · {layout}\n")
         parts.append(f"{setup}; commit `{first.commit}`; {first.date}.  ")
         parts.append(f"Command: `{first.command}`  ")
@@ -108,7 +118,7 @@ def markdown(records):
 
 
 def write_markdown(records, path):
-    with open(path, "w") as f:
+    with open(ensure_parent(path), "w") as f:
         f.write(markdown(records))
 
 
@@ -143,5 +153,5 @@ def plot_speedup(records, path):
         ax.legend(fontsize=7, ncol=len(passes), loc="upper left")
         ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(ensure_parent(path), dpi=90)
     plt.close(fig)
