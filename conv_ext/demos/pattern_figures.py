@@ -37,7 +37,7 @@ def input_png(out, clean, noisy, truth):
     rows, cols = truth
     for ax, image, title in ((axes[0], clean, "clean: 10 vertical + 10 horizontal lines"),
                              (axes[1], noisy, f"noisy: + U(-{LESSON_NOISE:g}, {LESSON_NOISE:g})")):
-        shown = ax.imshow(image, cmap="gray", interpolation="nearest")
+        shown = ax.imshow(image.numpy(), cmap="gray", interpolation="nearest")
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="pixel value")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("column")
@@ -54,7 +54,7 @@ def maps_png(out, maps):
     lo, hi = maps.min().item(), maps.max().item()
     for k, name in enumerate(NAMES):
         annotated_heatmap(axes[0, k], kernels()[k, 0], -1, 1, fmt="{:+.0f}", title=f"kernel: {name}")
-        shown = axes[1, k].imshow(maps[k], vmin=lo, vmax=hi, cmap=MAP_CMAP, interpolation="nearest")
+        shown = axes[1, k].imshow(maps[k].numpy(), vmin=lo, vmax=hi, cmap=MAP_CMAP, interpolation="nearest")
         axes[1, k].set_title(f"feature map: {name}", fontsize=9)
         axes[1, k].set_xlabel("column")
     axes[1, 0].set_ylabel("row")
@@ -68,7 +68,7 @@ def activations_png(out, flank_map):
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(9, 8.2))
     for ax, (name, value) in zip(axes.flat, activations(flank_map).items()):
-        shown = ax.imshow(value, cmap=MAP_CMAP, interpolation="nearest")
+        shown = ax.imshow(value.numpy(), cmap=MAP_CMAP, interpolation="nearest")
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
         ax.set_title(name, fontsize=10)
     for ax in axes[1]:
@@ -89,7 +89,7 @@ def detection_png(out, prof, limits, truth):
     for ax, k in zip(axes, shown):
         axis = "row" if TARGETS[k] == "h" else "column"
         real = (truth[0] if TARGETS[k] == "h" else truth[1]).tolist()
-        ax.plot(prof[k], color="tab:blue", lw=1.2, label="map averaged along the line direction")
+        ax.plot(prof[k].numpy(), color="tab:blue", lw=1.2, label="map averaged along the line direction")
         ax.axhline(limits[k].item(), color="tab:red", ls="--", lw=1,
                    label="threshold: half of a clean line's answer")
         ax.plot(real, [limits[k].item() * 2.3] * len(real), "v", color="black", ms=5,
@@ -111,8 +111,8 @@ def sweep_png(out, result):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     styles = ["-o", "-s", ":x", "-^"]
     for k, name in enumerate(NAMES):
-        axes[0].plot(result.amplitudes, result.recall[:, k], styles[k], ms=4, label=name)
-        axes[1].plot(result.amplitudes, result.precision[:, k], styles[k], ms=4, label=name)
+        axes[0].plot(result.amplitudes, result.recall[:, k].numpy(), styles[k], ms=4, label=name)
+        axes[1].plot(result.amplitudes, result.precision[:, k].numpy(), styles[k], ms=4, label=name)
     for ax, what in zip(axes, ("recall: share of real lines found",
                                "precision: share of found lines that are real")):
         ax.axvline(LESSON_NOISE, color="gray", ls="--", lw=1)

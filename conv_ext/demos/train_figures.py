@@ -59,7 +59,7 @@ def filters_png(out, result):
     left, right = fig.subfigures(1, 2, width_ratios=[1, 1.1])
     axes = left.subplots(2, 8)
     for ax, f in zip(axes.flat, filters):
-        shown = ax.imshow(f, cmap="RdBu_r", vmin=-span, vmax=span)
+        shown = ax.imshow(f.numpy(), cmap="RdBu_r", vmin=-span, vmax=span)
         ax.set_xticks([])
         ax.set_yticks([])
     left.colorbar(shown, ax=list(axes.flat), fraction=0.03, pad=0.02, label="weight")
@@ -70,7 +70,7 @@ def filters_png(out, result):
     right_ones = (result.predicted == result.test_y).nonzero().flatten().tolist()
     picks = (wrong[:4] + right_ones)[:16]
     for ax, i in zip(axes.flat, picks):
-        ax.imshow(result.test_x[i, 0], cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(result.test_x[i, 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
         ok = result.predicted[i] == result.test_y[i]
         ax.set_title(f"{result.predicted[i].item()} (true {result.test_y[i].item()})",
                      fontsize=8, color="black" if ok else "tab:red")
