@@ -139,8 +139,10 @@ def plot_speedup(records, path):
         for j, p in enumerate(passes):
             by_shape = {r.shape: r for r in rs if r.pass_name == p}
             xs = [i + (j - (len(passes) - 1) / 2) * width for i in range(len(shapes))]
-            heights = [by_shape[s].speedup if s in by_shape and by_shape[s].speedup else 0 for s in shapes]
-            ax.bar(xs, [h if h > 0 else float("nan") for h in heights], width, label=p)
+            speedups = [by_shape[s].speedup if s in by_shape and by_shape[s].speedup else float("nan")
+                        for s in shapes]
+            # Bars grow from 1.0: up where ours is faster, down where slower.
+            ax.bar(xs, [v - 1 for v in speedups], width, bottom=1.0, label=p)
             for x, s in zip(xs, shapes):
                 if s in by_shape and not by_shape[s].ok:
                     ax.plot(x, 1.0, "kx", markersize=8)
@@ -152,6 +154,7 @@ def plot_speedup(records, path):
         ax.set_title(f"{rs[0].card}: {device} {dtype} {layout} (above 1: ours faster)", fontsize=9)
         ax.legend(fontsize=7, ncol=len(passes), loc="upper left")
         ax.grid(axis="y", which="both", alpha=0.3)
+        ax.set_axisbelow(True)
     fig.tight_layout()
     fig.savefig(ensure_parent(path), dpi=90)
     plt.close(fig)

@@ -118,6 +118,15 @@ def _cuda_samples(fns, flush, reps):
     return [[s.elapsed_time(e) for s, e in pairs] for pairs in events]
 
 
-def median_ms(fn, device, plan):
-    """Median milliseconds of one callable (ceilings, scaling points)."""
-    return compare([fn], device, plan)[0]
+def best_ms(fn, device, plan):
+    """Fastest of the repetitions of one callable, in ms: a machine's limit is
+    what it reaches at best, undisturbed by a neighbour's load."""
+    if device == "cpu":
+        for _ in range(max(1, plan.warmup)):
+            first = _time_once_cpu(fn)
+        return min(_time_once_cpu(fn) for _ in range(plan.reps_for(first))) * 1e3
+    flush = _CudaFlush(torch.cuda.current_device())
+    for _ in range(max(1, plan.warmup)):
+        fn()
+    first = _cuda_samples([fn], flush, 1)[0][0] / 1e3
+    return min(_cuda_samples([fn], flush, plan.reps_for(first))[0])

@@ -173,6 +173,15 @@ def test_compare_interleaves_and_orders_times():
     assert slow_ms >= 3.0 > fast_ms
 
 
+def test_best_ms_is_the_fastest_repetition():
+    import itertools
+    import time
+
+    delays = itertools.cycle([0.004, 0.001, 0.004])
+    ms = timing.best_ms(lambda: time.sleep(next(delays)), "cpu", timing.Budget(1, 3, 3, 0))
+    assert 1.0 <= ms < 4.0
+
+
 def test_budget():
     plan = timing.budget("cpu", quick=False)
     assert plan.reps_for(10.0) == plan.min_reps and plan.reps_for(1e-9) == plan.max_reps
