@@ -141,10 +141,15 @@ def test_train_uses_my_conv2d_and_reaches_95_percent(tmp_path):
 
 # ------------------------------------------------------------------ the command
 def test_command_line_runs_a_demo(tmp_path, capsys):
-    main(["fit", "--out", str(tmp_path), "--steps", "40", "--lr", "0.2", "--seed", "3"])
+    docs = tmp_path / "docs"
+    main(["fit", "--out", str(tmp_path / "out"), "--steps", "40", "--lr", "0.2", "--seed", "3",
+          "--docs", str(docs)])
     out = capsys.readouterr().out
     assert out.startswith("fit: 40 steps, lr 0.2") and "figures in" in out
-    assert sorted(os.listdir(tmp_path)) == ["fit.html", "fit_curves.png", "fit_weights.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["fit.html", "fit_curves.png", "fit_weights.png"]
+    assert sorted(os.listdir(docs)) == ["demo_fit_curves.png", "demo_fit_weights.png"]
+    for name in os.listdir(docs):
+        assert os.path.getsize(docs / name) < os.path.getsize(tmp_path / "out" / name[5:])
 
 
 def test_command_line_rejects_bad_arguments(tmp_path):

@@ -8,6 +8,13 @@ import time
 import torch
 
 from . import DEMOS
+from .figures import compressed_copy
+
+# The figures the README shows (make the copies with --docs docs).
+README_FIGURES = {
+    "pattern_feature_maps.png", "pattern_detection.png", "pattern_noise_sweep.png",
+    "fit_curves.png", "fit_weights.png", "train_curves.png", "train_filters.png",
+}
 
 
 def parse(argv):
@@ -24,6 +31,9 @@ def parse(argv):
         help="CPU threads for torch (default 1; 0 keeps torch's default). The demos' "
              "convolutions are tiny: on them a second thread costs more in synchronisation than "
              "it saves, and on a busy machine waiting threads slow them many times over")
+    common.add_argument(
+        "--docs", metavar="DIR",
+        help="also write the README's figures, palette-compressed, as DIR/demo_<name>.png")
     demos = parser.add_subparsers(dest="demo", required=True, metavar="{pattern,fit,train,all}")
     demos.add_parser("pattern", parents=[common], help="lines in a noisy image, found by 3x3 kernels")
     fit = demos.add_parser("fit", parents=[common], help="SGD learns a 3x3 filter")
@@ -56,6 +66,10 @@ def main(argv=None):
         module = importlib.import_module(f"conv_ext.demos.{demo}")
         result = module.run(args.out, device=args.device, seed=args.seed, **options(args, demo))
         print(result.summary(), flush=True)
+        if args.docs:
+            for path in result.files:
+                if os.path.basename(path) in README_FIGURES:
+                    compressed_copy(path, args.docs)
     print(f"figures in {os.path.abspath(args.out)} ({time.perf_counter() - start:.0f} s)")
 
 

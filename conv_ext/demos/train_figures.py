@@ -1,5 +1,7 @@
 """The train demo's figures: loss curves and their gap, accuracy and seconds
 per epoch, the first layer's learned filters, and one HTML page."""
+import torch
+
 from .figures import plotly, pyplot, save_png, write_html
 
 REF, OURS = "nn.Conv2d", "MyConv2d (conv_ext)"
@@ -53,19 +55,20 @@ def filters_png(out, result):
     with its predictions: the filters are the learned cousins of the
     hand-made line kernels of the pattern demo."""
     plt = pyplot()
-    filters = result.filters
-    span = filters.abs().max().item()
-    fig = plt.figure(figsize=(13, 3.3))
+    span = result.filters.abs().max().item()
+    fig = plt.figure(figsize=(13, 2.7))
     left, right = fig.subfigures(1, 2, width_ratios=[1, 1.1])
-    axes = left.subplots(2, 8)
-    for ax, f in zip(axes.flat, filters):
-        shown = ax.imshow(f.numpy(), cmap="RdBu_r", vmin=-span, vmax=span)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    left.colorbar(shown, ax=list(axes.flat), fraction=0.03, pad=0.02, label="weight")
-    left.suptitle("first-layer 3x3 filters learned (shared scale)", fontsize=10)
+    ax = left.subplots()
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    shown = ax.imshow(_mosaic(result.filters, columns=8).numpy(), cmap=cmap, vmin=-span, vmax=span)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.axis("off")
+    left.colorbar(shown, ax=ax, fraction=0.03, pad=0.02, shrink=0.7, label="weight")
+    left.suptitle("the 16 first-layer 3x3 filters MyConv2d learned (shared scale)", fontsize=10)
 
-    axes = right.subplots(2, 8)
+    axes = right.subplots(2, 8, gridspec_kw={"hspace": 0.45})
     wrong = (result.predicted != result.test_y).nonzero().flatten().tolist()
     right_ones = (result.predicted == result.test_y).nonzero().flatten().tolist()
     picks = (wrong[:4] + right_ones)[:16]
@@ -79,6 +82,17 @@ def filters_png(out, result):
     right.suptitle(f"test digits: prediction (true label), errors in red, "
                    f"{len(wrong)} of {len(result.test_y)} wrong", fontsize=10)
     return save_png(fig, out, "train_filters.png")
+
+
+def _mosaic(filters, columns):
+    """Small filters tiled into one image, a blank (NaN) pixel between them."""
+    count, h, w = filters.shape
+    rows = -(-count // columns)
+    tiles = torch.full((rows * (h + 1) - 1, columns * (w + 1) - 1), float("nan"))
+    for i, f in enumerate(filters):
+        r, c = divmod(i, columns)
+        tiles[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = f
+    return tiles
 
 
 def page(out, result):
