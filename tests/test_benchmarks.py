@@ -264,6 +264,15 @@ def test_summary_and_markdown_of_a_failure():
 
 
 # --------------------------------------------------------- tiny real runs
+@pytest.fixture
+def one_thread():
+    """Tiny runs on one thread: on a loaded machine a two-thread OpenMP team
+    waits on descheduled workers, which costs time and tests nothing here."""
+    saved = torch.get_num_threads()
+    yield ["--threads", "1"]
+    torch.set_num_threads(saved)
+
+
 def test_harness_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     rc = cli.main(["--device", "cpu", "--shapes", "seed_fit", "--quick", "--reps", "2", "--no-progress",
@@ -308,9 +317,9 @@ def test_an_error_in_ours_is_recorded(monkeypatch):
     assert not rec.ok and rec.error == "ours: RuntimeError: no kernel for this backend"
 
 
-def test_scaling_tiny_run(tmp_path, monkeypatch):
+def test_scaling_tiny_run(tmp_path, monkeypatch, one_thread):
     monkeypatch.setitem(scaling.SWEEPS, ("cpu", True), ([1, 2], [8]))
-    rc = scaling.main(["--quick", "--reps", "1", "--no-progress", "--json", str(tmp_path / "s.json"),
+    rc = scaling.main([*one_thread, "--quick", "--reps", "1", "--no-progress", "--json", str(tmp_path / "s.json"),
                        "--plot", str(tmp_path / "s.png")])
     assert rc == 0
     records = json.loads((tmp_path / "s.json").read_text())
@@ -327,8 +336,8 @@ def test_resnet18_conv_flops_by_hand():
     assert sum(isinstance(m, torch.nn.Conv2d) for m in models.resnet18().modules()) == 20
 
 
-def test_e2e_tiny_run(tmp_path):
-    rc = e2e.main(["--batch", "2", "--image-size", "32", "--reps", "1", "--json", str(tmp_path / "e.json"),
+def test_e2e_tiny_run(tmp_path, one_thread):
+    rc = e2e.main([*one_thread, "--batch", "2", "--image-size", "32", "--reps", "1", "--json", str(tmp_path / "e.json"),
                    "--markdown", str(tmp_path / "e.md")])
     assert rc == 0
     (rec,) = json.loads((tmp_path / "e.json").read_text())
