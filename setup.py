@@ -30,7 +30,9 @@ def with_cuda():
 
 def extension():
     cpp = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    # No -std flag: torch's BuildExtension adds the standard its headers need
+    # (C++20 for current torch), for g++ and nvcc alike.
+    cxx = ["-O3", "-fopenmp"]
     link = ["-fopenmp"]
     if with_cuda():
         return CUDAExtension(
@@ -38,7 +40,7 @@ def extension():
             cpp + sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu"),
             extra_compile_args={
                 "cxx": cxx + ["-DCONV_EXT_WITH_CUDA"],
-                "nvcc": ["-O3", "-std=c++17", "-lineinfo"],
+                "nvcc": ["-O3", "-lineinfo"],
             },
             extra_link_args=link,
         )

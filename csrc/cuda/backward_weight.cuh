@@ -1,0 +1,89 @@
+// The grad-weight pass on the GPU: per-chunk partial sums (implicit GEMM or
+// direct kernel, heuristics.h) into a scratch buffer in the accumulation
+// type, then reduce_partials_kernel adds the chunks in order and writes the
+// result through grad_weight's strides (partials.cuh).
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+
+#include "direct_backward_weight.cuh"
+#include "heuristics.h"
+#include "implicit_gemm_backward_weight.cuh"
+#include "launch.cuh"
+#include "partials.cuh"
+
+namespace conv_ext::cuda {
+
+template <class T, typename scalar_t, class Launch>
+void launch_backward_weight_gemm(
+    const Launch& launch,
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const ConvShape& s,
+    int64_t chunks,
+    at::Tensor& grad_weight) {
+  auto p = make_backward_weight_gemm_params<T, scalar_t>(
+      grad_output, input, s, chunks);
+  at::Tensor partial = partial_buffer<scalar_t>(
+      grad_output, p.chunks * s.K * int64_t{p.crs});
+  p.partial = partial.mutable_data_ptr<at::opmath_type<scalar_t>>();
+  launch(implicit_gemm_backward_weight_kernel<scalar_t, T>,
+         backward_weight_gemm_blocks<T>(p), T::kThreads, p);
+  launch_reduce_partials<scalar_t>(
+      launch, partial, p.chunks, grad_weight, strides_of(grad_weight),
+      p.crs, s.R * s.S, s.S);
+}
+
+template <typename scalar_t, typename index_t, class Launch>
+void launch_backward_weight_direct(
+    const Launch& launch,
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const ConvShape& s,
+    int64_t chunks,
+    at::Tensor& grad_weight) {
+  auto p = make_direct_backward_weight_params<scalar_t, index_t>(
+      grad_output, input, s, chunks);
+  at::Tensor partial =
+      partial_buffer<scalar_t>(grad_output, p.chunks * s.K * p.crs);
+  p.partial = partial.mutable_data_ptr<at::opmath_type<scalar_t>>();
+  launch(direct_backward_weight_kernel<scalar_t, index_t>, p.chunks * s.K,
+         kReduceThreads, p);
+  launch_reduce_partials<scalar_t>(
+      launch, partial, p.chunks, grad_weight, strides_of(grad_weight), p.crs,
+      s.R * s.S, s.S);
+}
+
+// grad_weight allocated; N > 0.
+template <class Launch>
+void launch_backward_weight(
+    const Launch& launch,
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const ConvShape& s,
+    ConvAlgo algo,
+    at::Tensor& grad_weight) {
+  const int64_t chunks = backward_weight_chunks(s, algo);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+      "conv2d_backward_weight_cuda", [&] {
+        if (algo == ConvAlgo::kDirect) {
+          if (fits_uint31(s.N * s.P * s.Q)) {
+            launch_backward_weight_direct<scalar_t, uint32_t>(
+                launch, grad_output, input, s, chunks, grad_weight);
+          } else {
+            launch_backward_weight_direct<scalar_t, int64_t>(
+                launch, grad_output, input, s, chunks, grad_weight);
+          }
+        } else if (algo == ConvAlgo::kGemmLarge) {
+          launch_backward_weight_gemm<LargeTile, scalar_t>(
+              launch, grad_output, input, s, chunks, grad_weight);
+        } else {
+          launch_backward_weight_gemm<SmallTile, scalar_t>(
+              launch, grad_output, input, s, chunks, grad_weight);
+        }
+      });
+}
+
+}  // namespace conv_ext::cuda
