@@ -34,7 +34,8 @@ def assert_files(paths, count_png):
         if path.endswith(".png"):
             assert head.startswith(PNG_MAGIC), path
         else:  # self-contained: plotly.js inlined, no script fetched from elsewhere
-            text = open(path, encoding="utf-8").read()
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
             assert path.endswith(".html") and '<script src="http' not in text
             assert "Plotly.newPlot" in text and len(text) > 1_000_000
 
