@@ -79,7 +79,7 @@ def test_pattern_sweep_degrades_with_noise():
 def test_pattern_run_writes_its_figures(tmp_path):
     result = pattern.run(str(tmp_path), amplitudes=[0.0, 1.0, 6.0], trials=4)
     assert_files(result.files, count_png=5)
-    assert result.summary().startswith("pattern: noise-free image: 30 of 30")
+    assert result.summary().startswith("pattern: noise-free image: 30 of 30 lines found, 0 false")
 
 
 # ------------------------------------------------------------------------- fit

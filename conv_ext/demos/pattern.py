@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..modules import MyConv2d
 
@@ -187,10 +186,12 @@ class PatternResult:
             return ", ".join(f"{n} P {c.precision:.2f} R {c.recall:.2f}"
                              for n, c in zip(NAMES, counts) if c.reported)
         clean_found = sum(c.hits for c in self.clean_counts)
+        clean_false = sum(c.reported - c.hits for c in self.clean_counts)
         clean_real = sum(c.real for k, c in enumerate(self.clean_counts) if NAMES[k] != "zeros")
         fails = ", ".join(f"{n} {'>' + str(self.amplitudes[-1]) if b is None else b}"
                           for n, b in zip(NAMES, self.breakdown) if n != "zeros")
-        return (f"pattern: noise-free image: {clean_found} of {clean_real} scored lines found; "
+        return (f"pattern: noise-free image: {clean_found} of {clean_real} lines found, "
+                f"{clean_false} false; "
                 f"noise U(-1,1): {pr(self.lesson_counts)}; "
                 f"P or R < 0.9 from noise amplitude: {fails}; zeros kernel finds nothing")
 
