@@ -158,3 +158,27 @@ def plot_speedup(records, path):
     fig.tight_layout()
     fig.savefig(ensure_parent(path), dpi=90)
     plt.close(fig)
+
+
+def main(argv=None):
+    """python -m benchmarks.report A.json [B.json ...]: the Markdown (and
+    optionally the plot) of saved runs, e.g. to merge a GPU and a CPU run."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    p.add_argument("json", nargs="+", help="JSON files written by python -m benchmarks --json")
+    p.add_argument("--markdown", metavar="PATH", help="write the Markdown here (default: print it)")
+    p.add_argument("--plot", metavar="PATH", help="write the speedup plot (PNG)")
+    args = p.parse_args(argv)
+    records = [r for path in args.json for r in read_json(path)]
+    if args.markdown:
+        write_markdown(records, args.markdown)
+    else:
+        print(markdown(records))
+    if args.plot:
+        plot_speedup(records, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

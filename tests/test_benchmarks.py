@@ -290,6 +290,9 @@ def test_harness_end_to_end(tmp_path, capsys):
     md = (out / "b.md").read_text()
     assert "| seed_fit | forward_backward |" in md and "geomean speedup" in md
     assert (out / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # saved runs render again (and merge) through python -m benchmarks.report
+    assert report.main([str(out / "b.json"), "--markdown", str(out / "again.md")]) == 0
+    assert "| seed_fit | forward_backward |" in (out / "again.md").read_text()
 
 
 def test_failed_check_is_flagged_not_timed(monkeypatch):
