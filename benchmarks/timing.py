@@ -3,7 +3,11 @@ clocks, temperature or a neighbour's load hits every contender alike), warm-up
 first, median of the rest.
 
 GPU: CUDA events around each call, with the L2 cache overwritten before every
-call, so a problem that fits in L2 is not timed from cache.
+call, so a problem that fits in L2 is not timed from cache. The device is
+synchronized after the flush: the host then launches the call while the
+start event has already fired, so launch and autograd overhead on the host
+counts where it exceeds the GPU time (as it does for a user's small layers)
+instead of hiding behind the flush.
 CPU: time.perf_counter around each call; the caches are left as they are,
 equally warm for every contender."""
 import statistics
@@ -108,6 +112,7 @@ def _cuda_samples(fns, flush, reps):
     for rep in range(reps):
         for i in _order(rep, len(fns)):
             flush()
+            torch.cuda.synchronize()
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record()
