@@ -220,6 +220,12 @@ def test_help_of_every_entry_point(capsys):
         assert "--device" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_cuda_without_a_gpu_says_so():
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        cli.main(["--device", "cuda", "--shapes", "seed_fit", "--no-progress"])
+
+
 def test_e2e_and_scaling_args():
     args = e2e.parse_args(["--quick"])
     assert (args.batch, args.image_size) == e2e.DEFAULTS[("cpu", True)]
