@@ -24,6 +24,17 @@ CONFIGS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """gradgradcheck runs thousands of tiny convolutions: on a loaded 2-core
+    machine OpenMP's barriers dominate them. The formulas under test do not
+    depend on the thread count (test_fuzz and test_determinism cover it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make(device, config, seed=0):
     x_shape, w_shape, stride, padding, dilation, groups, bias = config
     gen = torch.Generator().manual_seed(seed)
