@@ -246,6 +246,39 @@ def run_case(case, device):
         torch.set_num_threads(threads)
 
 
+# ------------------------------------------------------------ regressions
+def _case(**kw):
+    base = dict(n=1, c=1, h=5, w=5, k=1, r=3, s=3, groups=1, stride=(1, 1), padding=0,
+                dilation=(1, 1), bias=True, dtype=torch.float32, x_layout="contiguous",
+                w_layout="contiguous", g_layout="contiguous", seed=0, threads=1)
+    return {**base, **kw}
+
+
+# Cases the campaign found, kept explicit. None has failed on our side yet;
+# these are the ones on which torch's own CPU convolution failed (crash or
+# NaN), so ours is checked there against the float64 reference.
+REGRESSIONS = {
+    "torch-fp16-sigsegv-dilated": _case(
+        h=5, w=1, r=4, s=1, stride=(2, 2), padding=(3, 3), dilation=(2, 2), dtype=torch.float16,
+        x_layout="permuted", w_layout="permuted", g_layout="sliced", seed=18466),
+    "torch-sigsegv-expanded-weight-channels-last-fp32": _case(
+        n=2, c=2, h=5, w=1, k=3, r=2, s=1, stride=(1, 2), padding=1, dilation=(1, 3),
+        x_layout="channels_last", w_layout="expanded", seed=1049),
+    "torch-sigsegv-expanded-weight-channels-last-bf16": _case(
+        n=2, c=2, h=5, w=1, k=3, r=2, s=1, stride=(1, 2), padding=1, dilation=(1, 3),
+        dtype=torch.bfloat16, x_layout="channels_last", w_layout="expanded", seed=1049),
+    "torch-bf16-grad-weight-nan": _case(
+        c=9, h=10, w=1, k=6, r=4, s=3, groups=3, stride=(1, 2), padding=2, dilation=(3, 1),
+        bias=False, dtype=torch.bfloat16, x_layout="channels_last", w_layout="channels_last",
+        g_layout="channels_last", seed=1367),
+}
+
+
+@pytest.mark.parametrize("name", REGRESSIONS)
+def test_fuzz_regression(name, device):
+    run_case(REGRESSIONS[name], device)
+
+
 # ----------------------------------------------------------------- tests
 @CI
 @given(case=conv_cases())
