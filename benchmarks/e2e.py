@@ -190,7 +190,8 @@ def run(args, command):
 
 
 def markdown(r):
-    f = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
+    from .report import fmt as f
+
     e = lambda v: "–" if v is None else f"{v:.1e}"  # noqa: E731
     check = "ok" if r.ok else f"**FAIL**: {r.error}"
     return "\n".join([

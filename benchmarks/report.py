@@ -58,7 +58,8 @@ def summary(records):
     return rows
 
 
-def _fmt(value, digits=3):
+def fmt(value, digits=3):
+    """A number for a table: `digits` significant digits, integers from 100 up."""
     if value is None:
         return "–"
     if value == 0:
@@ -72,7 +73,7 @@ def _rate(tflops, device):
     """TFLOP/s on GPU, GFLOP/s on CPU (where rates are in the tens)."""
     if tflops is None:
         return "–"
-    return _fmt(tflops if device != "cpu" else tflops * 1e3)
+    return fmt(tflops if device != "cpu" else tflops * 1e3)
 
 
 def markdown(records):
@@ -93,14 +94,14 @@ def markdown(records):
         parts.append(f"{setup}; commit `{first.commit}`; {first.date}.  ")
         parts.append(f"Command: `{first.command}`  ")
         rate = first.rate_tflops * (1e3 if device == "cpu" else 1)
-        parts.append(f"Limits measured in this run: {first.rate_source} at {_fmt(rate)} {unit}, "
-                     f"copy at {_fmt(first.bandwidth_gbs)} GB/s (read + write).\n")
+        parts.append(f"Limits measured in this run: {first.rate_source} at {fmt(rate)} {unit}, "
+                     f"copy at {fmt(first.bandwidth_gbs)} GB/s (read + write).\n")
 
         parts.append("| pass | geomean speedup | worst (shape) | timed | failed |")
         parts.append("|---|---|---|---|---|")
         for p, (gm, worst, worst_shape, timed, failed) in summary(rs).items():
-            worst_txt = f"{_fmt(worst)} ({worst_shape})" if worst is not None else "–"
-            parts.append(f"| {p} | {_fmt(gm)} | {worst_txt} | {timed} | {failed} |")
+            worst_txt = f"{fmt(worst)} ({worst_shape})" if worst is not None else "–"
+            parts.append(f"| {p} | {fmt(gm)} | {worst_txt} | {timed} | {failed} |")
         parts.append("")
 
         parts.append(f"| shape | pass | ours ms | torch ms | speedup | ours {unit} | torch {unit} "
@@ -109,9 +110,9 @@ def markdown(records):
         for r in rs:
             check = "ok" if r.ok else f"**FAIL**: {r.error}"
             parts.append(
-                f"| {r.shape} | {r.pass_name} | {_fmt(r.ours_ms)} | {_fmt(r.torch_ms)} "
-                f"| {_fmt(r.speedup)} | {_rate(r.ours_tflops, device)} | {_rate(r.torch_tflops, device)} "
-                f"| {_fmt(r.limit_pct, 2)} | {_fmt(r.torch_limit_pct, 2)} "
+                f"| {r.shape} | {r.pass_name} | {fmt(r.ours_ms)} | {fmt(r.torch_ms)} "
+                f"| {fmt(r.speedup)} | {_rate(r.ours_tflops, device)} | {_rate(r.torch_tflops, device)} "
+                f"| {fmt(r.limit_pct, 2)} | {fmt(r.torch_limit_pct, 2)} "
                 f"| {'–' if r.rel_err is None else f'{r.rel_err:.1e}'} | {check} |")
         parts.append("")
     return "\n".join(parts)

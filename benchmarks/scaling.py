@@ -22,16 +22,17 @@ BATCH_IMAGE = {("cuda", False): 56, ("cuda", True): 28, ("cpu", False): 56, ("cp
 IMAGE_BATCH = {"cuda": 32, "cpu": 2}
 
 
-def layer(n, size):
+def layer(name, n, size):
     """The swept layer: ResNet-50's res2 3x3 at batch n and size x size images."""
-    return shapes.Shape(f"b{n}_{size}x{size}", n, CHANNELS, size, size, CHANNELS, 3, 3, 1, 1, 1, 1)
+    return shapes.Shape(name, n, CHANNELS, size, size, CHANNELS, 3, 3, 1, 1, 1, 1)
 
 
 def points(device, quick):
-    """[(sweep, x, Shape)]: the batch sweep, then the image-size sweep."""
+    """[(sweep, x, Shape)]: the batch sweep, then the image-size sweep; each
+    shape is named for its sweep and point ('batch16', 'image56')."""
     batches, sizes = SWEEPS[(device, bool(quick))]
-    out = [("batch", n, layer(n, BATCH_IMAGE[(device, bool(quick))])) for n in batches]
-    out += [("image", s, layer(IMAGE_BATCH[device], s)) for s in sizes]
+    out = [("batch", n, layer(f"batch{n}", n, BATCH_IMAGE[(device, bool(quick))])) for n in batches]
+    out += [("image", s, layer(f"image{s}", IMAGE_BATCH[device], s)) for s in sizes]
     return out
 
 
@@ -102,7 +103,8 @@ def markdown(results):
              f"Command: `{first.command}`\n",
              "| sweep | point | ours ms | torch ms | speedup | ours % limit | torch % limit | rel err | check |",
              "|---|---|---|---|---|---|---|---|---|"]
-    f = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
+    from .report import fmt as f
+
     for sweep, x, r in results:
         check = "ok" if r.ok else f"**FAIL**: {r.error}"
         lines.append(f"| {sweep} | {r.dims} | {f(r.ours_ms)} | {f(r.torch_ms)} | {f(r.speedup)} "
