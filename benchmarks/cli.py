@@ -101,15 +101,20 @@ def run(args, command):
             with limits.tf32_mode(args.device, dtype == "tf32"):
                 bar.set_postfix_str(f"{dtype}: measuring limits")
                 ceilings = limits.measure(args.device, dtype, args.quick)
+                mine = []
                 for shape in chosen:
                     problem = passes.make_problem(shape, args.device, dtype, args.channels_last)
                     for pass_name in args.passes:
                         bar.set_postfix_str(f"{dtype} {shape.name} {pass_name}")
-                        records.append(passes.run(problem, pass_name, args.device, dtype, ceilings, plan, meta))
+                        mine.append(passes.run(problem, pass_name, args.device, dtype, ceilings, plan, meta))
                         bar.update(1)
                     del problem
                     if args.device == "cuda":
                         torch.cuda.empty_cache()
+                # Limits measured before and after the passes; the better of the two counts.
+                bar.set_postfix_str(f"{dtype}: measuring limits again")
+                ceilings = ceilings.best(limits.measure(args.device, dtype, args.quick))
+                records += [passes.with_ceilings(r, ceilings) for r in mine]
     finally:
         bar.close()
     return records

@@ -96,6 +96,12 @@ class Ceilings:
     def as_dict(self):
         return asdict(self)
 
+    def best(self, other):
+        """The higher rate and the higher bandwidth of two measurements: a
+        neighbour's load can only slow a measurement down."""
+        rate = self if self.rate_tflops >= other.rate_tflops else other
+        return Ceilings(rate.rate_tflops, rate.rate_source, max(self.bandwidth_gbs, other.bandwidth_gbs))
+
 
 # Matmul sizes: large enough to reach the rate, small enough for --quick.
 _MM_SIZE = {("cpu", False): 2048, ("cpu", True): 1024, ("cuda", False): 8192, ("cuda", True): 4096}

@@ -9,7 +9,7 @@ torch: F.conv2d; torch.ops.aten.convolution_backward with output_mask
        selecting grad input or grad weight; grad_output.sum((0, 2, 3)) for
        the bias gradient; forward_backward is F.conv2d through autograd."""
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -189,6 +189,16 @@ def run(problem, pass_name, device, dtype_name, ceilings, plan, meta):
         rate_tflops=ceilings.rate_tflops, rate_source=ceilings.rate_source,
         bandwidth_gbs=ceilings.bandwidth_gbs, **meta,
     )
+
+
+def with_ceilings(record, ceilings):
+    """`record` with its limit recomputed for `ceilings` (measured again at
+    the end of a run, the better of both measurements is kept)."""
+    limit_ms = ceilings.time_at_limit_ms(record.flops, record.min_bytes)
+    return replace(
+        record, limit_ms=limit_ms, limit_pct=limits.limit_pct(limit_ms, record.ours_ms),
+        torch_limit_pct=limits.limit_pct(limit_ms, record.torch_ms), rate_tflops=ceilings.rate_tflops,
+        rate_source=ceilings.rate_source, bandwidth_gbs=ceilings.bandwidth_gbs)
 
 
 def _first_line(exc):

@@ -89,6 +89,9 @@ def run(args, command):
                 out.append((sweep, x, passes.run(problem, "forward_backward", args.device, args.dtype,
                                                   ceilings, plan, meta)))
                 bar.update(1)
+            # Limits measured before and after; the better of the two counts.
+            ceilings = ceilings.best(limits.measure(args.device, args.dtype, args.quick))
+            out = [(sweep, x, passes.with_ceilings(r, ceilings)) for sweep, x, r in out]
     finally:
         bar.close()
     return out

@@ -131,6 +131,16 @@ def test_limit_pct_and_ceilings_units():
     assert c.time_at_limit_ms(fl, nb) == pytest.approx(nb / 2e10 * 1e3)
 
 
+def test_best_ceilings_and_recomputed_limits():
+    a = limits.Ceilings(0.1, "mm a", 30.0)
+    b = limits.Ceilings(0.2, "mm b", 20.0)
+    assert a.best(b) == limits.Ceilings(0.2, "mm b", 30.0) == b.best(a)
+    rec = passes.with_ceilings(_record(flops=10**9, min_bytes=10**6, ours_ms=20.0, torch_ms=10.0), a.best(b))
+    assert rec.limit_ms == pytest.approx(5.0)  # 1 GFLOP at 0.2 TFLOP/s
+    assert (rec.limit_pct, rec.torch_limit_pct) == (pytest.approx(25.0), pytest.approx(50.0))
+    assert (rec.rate_tflops, rec.bandwidth_gbs) == (0.2, 30.0)
+
+
 def test_rate_dtypes():
     assert limits.rate_dtypes("cpu", "float32") == [(torch.float32, False)]
     assert limits.rate_dtypes("cpu", "float64") == [(torch.float64, False)]
