@@ -38,7 +38,7 @@ void launch_backward_input(
                    grid_stride_blocks(total, kDirectThreads), kDirectThreads, p);
           }
         } else if (algo == ConvAlgo::kGemmLarge) {
-          using T = LargeTile;
+          using T = LargeTileFor<scalar_t>;
           auto p = make_backward_input_gemm_params<T, scalar_t>(
               grad_output, weight, s, grad_input);
           launch(implicit_gemm_backward_input_kernel<scalar_t, T>,

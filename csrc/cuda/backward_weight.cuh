@@ -55,7 +55,8 @@ void launch_backward_weight_direct(
       s.R * s.S, s.S);
 }
 
-// grad_weight allocated; N > 0.
+// grad_weight allocated; N > 0. `chunks` splits the N*P*Q reduction
+// (heuristics.h, backward_weight_chunks).
 template <class Launch>
 void launch_backward_weight(
     const Launch& launch,
@@ -63,8 +64,8 @@ void launch_backward_weight(
     const at::Tensor& input,
     const ConvShape& s,
     ConvAlgo algo,
+    int64_t chunks,
     at::Tensor& grad_weight) {
-  const int64_t chunks = backward_weight_chunks(s, algo);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_output.scalar_type(),
       "conv2d_backward_weight_cuda", [&] {
@@ -77,7 +78,7 @@ void launch_backward_weight(
                 launch, grad_output, input, s, chunks, grad_weight);
           }
         } else if (algo == ConvAlgo::kGemmLarge) {
-          launch_backward_weight_gemm<LargeTile, scalar_t>(
+          launch_backward_weight_gemm<LargeTileFor<scalar_t>, scalar_t>(
               launch, grad_output, input, s, chunks, grad_weight);
         } else {
           launch_backward_weight_gemm<SmallTile, scalar_t>(

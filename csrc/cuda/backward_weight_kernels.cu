@@ -11,7 +11,9 @@ void backward_weight(
     const ConvShape& s,
     ConvAlgo algo,
     at::Tensor& grad_weight) {
-  launch_backward_weight(CudaLaunch{}, grad_output, input, s, algo, grad_weight);
+  launch_backward_weight(
+      CudaLaunch{}, grad_output, input, s, algo,
+      backward_weight_chunks(s, algo), grad_weight);
 }
 
 }  // namespace conv_ext::cuda

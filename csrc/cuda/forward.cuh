@@ -40,7 +40,7 @@ void launch_forward(
                    grid_stride_blocks(total, kDirectThreads), kDirectThreads, p);
           }
         } else if (algo == ConvAlgo::kGemmLarge) {
-          using T = LargeTile;
+          using T = LargeTileFor<scalar_t>;
           auto p = make_forward_gemm_params<T, scalar_t>(
               input, weight, bias, s, output);
           launch(implicit_gemm_forward_kernel<scalar_t, T>,

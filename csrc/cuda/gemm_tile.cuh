@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace conv_ext::cuda {
 
@@ -50,6 +51,12 @@ using LargeTile = TileShape<128, 128, 8, 8, 8>;
 // 64 x 64 tiles, 4 x 4 per thread: four times the blocks for narrow or small
 // problems, and few enough registers for double accumulators.
 using SmallTile = TileShape<64, 64, 16, 4, 4>;
+
+// 64 double accumulators per thread would exceed the register file's share
+// of a 256-thread block: doubles always take the small tile.
+template <typename acc_t>
+using LargeTileFor =
+    std::conditional_t<std::is_same_v<acc_t, double>, SmallTile, LargeTile>;
 
 // Both operands stored k-major (a[k][row], b[k][col]) so that the inner
 // product reads a row of each; two copies, one being filled while the other

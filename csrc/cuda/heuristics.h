@@ -47,7 +47,7 @@ inline ConvAlgo choose_gemm_tile(
     int64_t groups,
     at::ScalarType dtype,
     bool split_reduction) {
-  // 64 double accumulators per thread would spill: doubles use small tiles.
+  // Doubles always run small tiles (gemm_tile.cuh, LargeTileFor).
   if (dtype == at::kDouble || rows < 128 || cols < 128) {
     return ConvAlgo::kGemmSmall;
   }
@@ -108,7 +108,7 @@ inline int64_t reduction_chunks(
     int64_t blocks_per_chunk,
     int64_t partial_per_chunk) {
   int64_t chunks = ceil_div(kTargetBlocks, blocks_per_chunk);
-  chunks = std::min(chunks, ceil_div(pixels, kMinChunkPixels));
+  chunks = std::min(chunks, pixels / kMinChunkPixels);
   chunks = std::min(chunks, kMaxPartialElements / partial_per_chunk);
   return std::max<int64_t>(chunks, 1);
 }

@@ -1,0 +1,169 @@
+// The four passes of csrc/cuda/ run on the CPU through the emulator
+// (emulator.h): the same pass templates, parameters, grids, buffers and
+// device code as the GPU build, only the launch policy differs. Each entry
+// mirrors its op entry in csrc/cuda/conv2d_*.cpp and takes an `algo`
+// (-1: the heuristic's choice; else a ConvAlgo) and, for grad weight, a
+// chunk count (-1: the heuristic's), so tests reach every kernel variant.
+#include <torch/extension.h>
+
+#include "emulator.h"
+
+#include "cuda/backward_bias.cuh"
+#include "cuda/backward_input.cuh"
+#include "cuda/backward_weight.cuh"
+#include "cuda/forward.cuh"
+#include "cuda/heuristics.h"
+
+namespace {
+
+using conv_ext::ConvShape;
+using conv_ext::cuda::ConvAlgo;
+
+struct EmuLaunch {
+  template <class Params>
+  void operator()(
+      void (*kernel)(Params),
+      int64_t blocks,
+      int threads,
+      const Params& params) const {
+    emu::launch(
+        kernel, conv_ext::cuda::grid_size(blocks, "emulated launch"), threads,
+        params);
+  }
+};
+
+ConvAlgo pick(int64_t algo, ConvAlgo chosen) {
+  return algo < 0 ? chosen : static_cast<ConvAlgo>(algo);
+}
+
+at::Tensor forward(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    std::vector<int64_t> stride,
+    std::vector<int64_t> padding,
+    std::vector<int64_t> dilation,
+    int64_t groups,
+    int64_t algo) {
+  const ConvShape s = conv_ext::check_forward(
+      input, weight, bias, stride, padding, dilation, groups);
+  at::Tensor output = at::empty(
+      {s.N, s.K, s.P, s.Q},
+      input.options().memory_format(
+          conv_ext::output_memory_format(input, weight)));
+  if (output.numel() == 0) {
+    return output;
+  }
+  const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+  if (input.numel() == 0) {
+    if (b.defined()) {
+      return output.copy_(b.reshape({1, s.K, 1, 1}).expand_as(output));
+    }
+    return output.zero_();
+  }
+  conv_ext::cuda::launch_forward(
+      EmuLaunch{}, input, weight.contiguous(), b, s,
+      pick(algo, conv_ext::cuda::choose_forward_algo(s, input.scalar_type())),
+      output);
+  return output;
+}
+
+at::Tensor backward_input(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    std::vector<int64_t> input_size,
+    std::vector<int64_t> stride,
+    std::vector<int64_t> padding,
+    std::vector<int64_t> dilation,
+    int64_t groups,
+    int64_t algo) {
+  const ConvShape s = conv_ext::check_backward_input(
+      grad_output, weight, input_size, stride, padding, dilation, groups);
+  const auto options = grad_output.options().memory_format(
+      conv_ext::output_memory_format(grad_output, weight));
+  if (s.N * s.C * s.H * s.W == 0) {
+    return at::zeros(input_size, options);
+  }
+  // NaN-filled so that an element the kernels fail to write shows.
+  at::Tensor grad_input = at::full(input_size, NAN, options);
+  conv_ext::cuda::launch_backward_input(
+      EmuLaunch{}, grad_output, weight.contiguous(), s,
+      pick(algo,
+           conv_ext::cuda::choose_backward_input_algo(
+               s, grad_output.scalar_type())),
+      grad_input);
+  return grad_input;
+}
+
+at::Tensor backward_weight(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    std::vector<int64_t> weight_size,
+    std::vector<int64_t> stride,
+    std::vector<int64_t> padding,
+    std::vector<int64_t> dilation,
+    int64_t groups,
+    int64_t algo,
+    int64_t chunks) {
+  const ConvShape s = conv_ext::check_backward_weight(
+      grad_output, input, weight_size, stride, padding, dilation, groups);
+  const auto options = grad_output.options().memory_format(
+      conv_ext::output_memory_format(grad_output, input));
+  if (s.N == 0 || input.numel() == 0) {
+    return at::zeros(weight_size, options);
+  }
+  at::Tensor grad_weight = at::full(weight_size, NAN, options);
+  const ConvAlgo a = pick(
+      algo,
+      conv_ext::cuda::choose_backward_weight_algo(s, grad_output.scalar_type()));
+  conv_ext::cuda::launch_backward_weight(
+      EmuLaunch{}, grad_output, input, s, a,
+      chunks < 0 ? conv_ext::cuda::backward_weight_chunks(s, a) : chunks,
+      grad_weight);
+  return grad_weight;
+}
+
+at::Tensor backward_bias(const at::Tensor& grad_output) {
+  conv_ext::check_backward_bias(grad_output);
+  at::Tensor grad_bias = at::empty({grad_output.size(1)}, grad_output.options());
+  if (grad_bias.numel() == 0) {
+    return grad_bias;
+  }
+  if (grad_output.numel() == 0) {
+    return grad_bias.zero_();
+  }
+  grad_bias.fill_(NAN);
+  conv_ext::cuda::launch_backward_bias(EmuLaunch{}, grad_output, grad_bias);
+  return grad_bias;
+}
+
+// The heuristic's choices for a problem: (forward, grad input, grad weight)
+// as ConvAlgo values, and the grad-weight chunk count.
+std::vector<int64_t> choices(
+    std::vector<int64_t> input_size,
+    std::vector<int64_t> weight_size,
+    std::vector<int64_t> stride,
+    std::vector<int64_t> padding,
+    std::vector<int64_t> dilation,
+    int64_t groups,
+    at::ScalarType dtype) {
+  const at::Tensor input = at::empty(input_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
+  const at::Tensor weight = at::empty(weight_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
+  const ConvShape s = conv_ext::check_forward(
+      input, weight, std::nullopt, stride, padding, dilation, groups);
+  const ConvAlgo w = conv_ext::cuda::choose_backward_weight_algo(s, dtype);
+  return {
+      static_cast<int64_t>(conv_ext::cuda::choose_forward_algo(s, dtype)),
+      static_cast<int64_t>(conv_ext::cuda::choose_backward_input_algo(s, dtype)),
+      static_cast<int64_t>(w), conv_ext::cuda::backward_weight_chunks(s, w)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward);
+  m.def("backward_input", &backward_input);
+  m.def("backward_weight", &backward_weight);
+  m.def("backward_bias", &backward_bias);
+  m.def("choices", &choices);
+}
