@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 DEFAULTS = {  # (batch, image size) per device and --quick
     ("cuda", False): (64, 224), ("cuda", True): (8, 64),
-    ("cpu", False): (8, 224), ("cpu", True): (2, 64),
+    ("cpu", False): (8, 224), ("cpu", True): (2, 32),
 }
 # Ours passes when its error against the float64 model is at most
 # max(2 * torch's error, FLOOR): torch's error says what the dtype allows
@@ -57,8 +57,8 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "tf32", "float64", "float16", "bfloat16"), default="float32")
-    p.add_argument("--batch", type=int, help="images per step (default: cpu 8, cuda 64; --quick: 2, 8)")
-    p.add_argument("--image-size", type=int, help="square image side (default 224; --quick: 64)")
+    p.add_argument("--batch", type=int, help="images per step (default: cpu 8, cuda 64; --quick: cpu 2, cuda 8)")
+    p.add_argument("--image-size", type=int, help="square image side (default 224; --quick: cpu 32, cuda 64)")
     p.add_argument("--channels-last", action="store_true", help="model and images in channels_last")
     p.add_argument("--quick", action="store_true", help="small batch and images, few repetitions (CI)")
     p.add_argument("--reps", type=int, help="exact number of timed steps per model")
