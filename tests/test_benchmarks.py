@@ -183,6 +183,35 @@ def test_compare_interleaves_and_orders_times():
     assert slow_ms >= 20.0 > fast_ms
 
 
+def test_cuda_timing_path_with_host_clock_events(monkeypatch):
+    """The CUDA path's bookkeeping (warm-up, flush, events, interleaving),
+    run on the host: events read time.perf_counter when recorded."""
+    import time
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.t = time.perf_counter()
+
+        def elapsed_time(self, end):
+            return (end.t - self.t) * 1e3
+
+    flushes = []
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(timing, "_CudaFlush", lambda device: lambda: flushes.append(1))
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: (calls.append("b"), time.sleep(0.02))]
+    a_ms, b_ms = timing.compare(fns, "cuda", timing.Budget(warmup=1, min_reps=3, max_reps=3, seconds=0))
+    assert b_ms >= 20.0 > a_ms
+    assert calls[4:] == ["a", "b", "b", "a", "a", "b"]  # after warm-up and one sizing call each
+    assert len(flushes) == 2 + 6  # every timed call follows a flush
+    assert timing.best_ms(fns[1], "cuda", timing.Budget(1, 2, 2, 0)) >= 20.0
+
+
 def test_best_ms_is_the_fastest_repetition():
     import itertools
     import time
