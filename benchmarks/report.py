@@ -148,6 +148,8 @@ def plot_speedup(records, path):
                 if s in by_shape and not by_shape[s].ok:
                     ax.plot(x, 1.0, "kx", markersize=8)
         ax.set_yscale("log")
+        timed = [r.speedup for r in rs if r.speedup] + [1.0]
+        ax.set_ylim(min(timed) / 1.5, max(timed) * 6)  # headroom for the legend
         ax.axhline(1.0, color="black", linewidth=1, linestyle="--")
         ax.set_xticks(range(len(shapes)))
         ax.set_xticklabels(shapes, rotation=30, ha="right", fontsize=8)
