@@ -162,7 +162,7 @@ def test_any_strides_and_channels_last(shape):
     variants = [
         (x.contiguous(memory_format=torch.channels_last), w, gy.contiguous(memory_format=torch.channels_last)),
         (x, w.contiguous(memory_format=torch.channels_last), gy),
-        (torch.cat([x, x], 3)[..., ::2], w.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2), gy.transpose(2, 3).contiguous().transpose(2, 3)),
+        (torch.stack([x, x], -1)[..., 0], w.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2), gy.transpose(2, 3).contiguous().transpose(2, 3)),
     ]
     for xv, wv, gyv in variants:
         ours = _ours(xv, wv, torch.stack([b, b], 1)[:, 0], conf, gyv)  # bias stride 2
