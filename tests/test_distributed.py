@@ -1,7 +1,8 @@
 """MyConv2d under DistributedDataParallel: two processes each training on
 half the batch end every step with the gradients, and after a few steps the
 parameters, of one process training on the full batch. On CPU with the gloo
-backend; on two GPUs with NCCL where a machine has them."""
+backend; on two GPUs with NCCL where a machine has them. The same for FSDP
+(fully_shard, parameters sharded across the two processes) on CPU."""
 import os
 import socket
 import tempfile
@@ -66,7 +67,29 @@ def train(model, x, y, record):
         opt.step()
 
 
-def worker(rank, backend, port, out_dir):
+def wrap_ddp(model, device, rank):
+    return nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
+
+
+def wrap_fsdp(model, device, rank):
+    # Each MyConv2d is its own FSDP unit: its weight and bias are sharded
+    # between the processes and gathered for its forward and backward.
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (WORLD,))
+    for layer in model:
+        if isinstance(layer, conv_ext.MyConv2d):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def full(t):
+    # FSDP keeps parameters and gradients as sharded DTensors.
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def worker(rank, backend, port, out_dir, wrapper="ddp"):
     torch.set_num_threads(1)
     device = device_for(backend, rank)
     if device.type == "cuda":
@@ -75,13 +98,13 @@ def worker(rank, backend, port, out_dir):
     try:
         model = make_model(device)
         assert sum(isinstance(m, conv_ext.MyConv2d) for m in model.modules()) == 3
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
+        wrapped = (wrap_fsdp if wrapper == "fsdp" else wrap_ddp)(model, device, rank)
         x, y = make_data(device)
         shard = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
         grads = []
-        train(ddp, x[shard], y[shard], grads)
-        grads = [[g.cpu() for g in step] for step in grads]
-        params = [p.detach().cpu() for p in model.parameters()]
+        train(wrapped, x[shard], y[shard], grads)
+        grads = [[full(g).cpu() for g in step] for step in grads]
+        params = [full(p.detach()).cpu() for p in model.parameters()]
         torch.save({"grads": grads, "params": params}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -89,6 +112,20 @@ def worker(rank, backend, port, out_dir):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ddp_two_processes_match_one_process_on_the_full_batch(backend):
+    check_against_one_process(backend, "ddp")
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs gloo")
+def test_fsdp_two_processes_match_one_process_on_the_full_batch():
+    pytest.importorskip("torch.distributed.fsdp", reason="needs FSDP")
+    from torch.distributed import fsdp
+
+    if not hasattr(fsdp, "fully_shard"):
+        pytest.skip("needs torch.distributed.fsdp.fully_shard (FSDP2)")
+    check_against_one_process("gloo", "fsdp")
+
+
+def check_against_one_process(backend, wrapper):
     device = device_for(backend, 0)
     model = make_model(device)
     x, y = make_data(device)
@@ -98,17 +135,18 @@ def test_ddp_two_processes_match_one_process_on_the_full_batch(backend):
     expected_params = [p.detach().cpu() for p in model.parameters()]
 
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(worker, args=(backend, free_port(), out), nprocs=WORLD, join=True)
+        mp.spawn(worker, args=(backend, free_port(), out, wrapper), nprocs=WORLD, join=True)
         ranks = [torch.load(os.path.join(out, f"rank{r}.pt")) for r in range(WORLD)]
 
     for rank in ranks:
-        # The mean of cross-entropy over each half, averaged by DDP's
-        # all-reduce, is the mean over the whole batch.
+        # The mean of cross-entropy over each half, averaged across the
+        # processes, is the mean over the whole batch.
         for step, (got, want) in enumerate(zip(rank["grads"], expected)):
             for g, e in zip(got, want):
                 torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=lambda m: f"step {step}: {m}")
         for p, e in zip(rank["params"], expected_params):
             torch.testing.assert_close(p, e, rtol=1e-9, atol=1e-12)
-    # Both replicas hold the same bits: DDP broadcast and all-reduce agree.
+    # Both processes hold the same bits: broadcast, all-reduce (DDP) or
+    # reduce-scatter and all-gather (FSDP) agree.
     for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(a, b)
