@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "../conv_shape.h"
-#include "gather.h"
+#include "conv_gemm.h"
 
 namespace conv_ext::cpu {
 namespace {

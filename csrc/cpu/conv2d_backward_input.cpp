@@ -1,7 +1,13 @@
-// Grad input on the CPU as a GEMM per tile of input pixels, the transposed
-// convolution written as a gather so that no two threads write one element:
-//   dx[pixels x C/G] = rows(grad_output)[pixels x K/G*R*S] * W'[K/G*R*S x C/G]
-// where W'[(k, r, s)][c] = weight[k][c][r][s].
+// Grad input on the CPU. Paths (heuristic.h):
+//  - direct (depthwise_direct.h) for depthwise / thin groups;
+//  - gather, stride 1: grad_input is the correlation of grad_output with the
+//    flipped, transposed kernel, the forward's packed GEMM with
+//      src = grad_output, offset +pad, dilation -dil,
+//      W'[(k, r, s)][c] = weight[k][c][r][s];
+//    each task owns a tile of input pixels: no two threads write one element;
+//  - col2im, stride > 1: per image, patch gradients
+//      dcol[C/G*R*S x pixels] = W^T[C/G*R*S x K/G] * grad_output[K/G x pixels]
+//    added into that image's gradient in a fixed order (one image per task).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -13,62 +19,173 @@
 #include <vector>
 
 #include "../conv_shape.h"
-#include "gather.h"
-#include "gemm.h"
+#include "conv_gemm.h"
+#include "depthwise_direct.h"
+#include "heuristic.h"
 
 namespace conv_ext::cpu {
 namespace {
 
-constexpr int64_t kTilePixels = 64;
-
 template <typename scalar_t>
-void conv2d_backward_input_kernel(
+void backward_input_gather(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
     const ConvShape& s,
-    at::Tensor& grad_input) {
+    at::Tensor& grad_input,
+    Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Cg = s.Cg(), Kg = s.Kg();
-  const int64_t KRS = Kg * s.R * s.S;
+  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), KRS = Kg * s.R * s.S;
   const int64_t HW = s.H * s.W;
+  const bool pixels_major = cpu::pixels_major(grad_output, Cg, s.N * s.G, HW, MR, NR);
+  const bool rsc = pixels_major && channels_contiguous(grad_output);
 
-  std::vector<acc_t> wr(s.G * KRS * Cg);
-  const scalar_t* w = weight.const_data_ptr<scalar_t>();
-  const Strides4 ws(weight);
-  for (int64_t k = 0; k < s.K; ++k) {
-    const int64_t g = k / Kg, kk = k % Kg;
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t r = 0; r < s.R; ++r)
-        for (int64_t t = 0; t < s.S; ++t)
-          wr[(g * KRS + (kk * s.R + r) * s.S + t) * Cg + c] = static_cast<acc_t>(
-              w[k * ws.d0 + c * ws.d1 + r * ws.d2 + t * ws.d3]);
-  }
+  // W' panels: rows c of each group, depth = taps (k, r, s) in patch order.
+  const int64_t wwidth = pixels_major ? NR : MR;
+  const int64_t Cpad = round_up(Cg, wwidth);
+  const WeightView wv(weight);
+  std::vector<int64_t> cofs_w(Cg), tofs(KRS);
+  for (int64_t c = 0; c < Cg; ++c) cofs_w[c] = c * wv.s1;
+  tap_offsets(Kg, s.R, s.S, wv.s0, wv.s2, wv.s3, rsc, tofs.data());
+  std::vector<acc_t> wpack(s.G * Cpad * KRS);
+  pack_table_parallel(
+      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, cofs_w.data(), Cg,
+      tofs.data(), KRS, wwidth, wpack.data());
 
   const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
   const Strides4 ys(grad_output);
   scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
   const Strides4 xs(grad_input);
-  const int64_t tiles = (HW + kTilePixels - 1) / kTilePixels;
+  const int64_t tile = pixel_tile(s.N * s.G, HW, pixels_major ? MR : NR);
+  const int64_t tiles = (HW + tile - 1) / tile;
+  const int64_t KC = kernel.kc;
 
   at::parallel_for(0, s.N * s.G * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> col(kTilePixels * KRS);
-    std::vector<acc_t> acc(kTilePixels * Cg);
+    const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Cg, MR);
+    const int64_t ldc = pixels_major ? round_up(Cg, NR) : round_up(tile, NR);
+    std::vector<acc_t> cbuf(rows * ldc);
+    std::vector<acc_t> pbuf(std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
+    std::vector<int64_t> pofs(tile), cofs(Cg);
+    for (int64_t c = 0; c < Cg; ++c) cofs[c] = c * xs.d1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / (s.G * tiles);
       const int64_t g = (task / tiles) % s.G;
-      const int64_t hw0 = (task % tiles) * kTilePixels;
-      const int64_t rows = std::min(kTilePixels, HW - hw0);
-      gather_grad_output_rows(dy, ys, s, n, g, hw0, rows, col.data());
-      std::fill_n(acc.data(), rows * Cg, acc_t(0));
-      gemm_nn_acc(
-          rows, Cg, KRS, col.data(), KRS, wr.data() + g * KRS * Cg, Cg,
-          acc.data(), Cg);
-      for (int64_t j = 0; j < rows; ++j) {
-        const int64_t h = (hw0 + j) / s.W, wi = (hw0 + j) % s.W;
-        scalar_t* xp = dx + n * xs.d0 + g * Cg * xs.d1 + h * xs.d2 + wi * xs.d3;
-        for (int64_t c = 0; c < Cg; ++c)
-          xp[c * xs.d1] = static_cast<scalar_t>(acc[j * Cg + c]);
+      const int64_t hw0 = (task % tiles) * tile;
+      const int64_t npix = std::min(tile, HW - hw0);
+      const Im2col<scalar_t> view{
+          dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.W,
+          1, 1, s.pad_h, s.pad_w, -s.dil_h, -s.dil_w, s.R, s.S, rsc};
+      const acc_t* wg = wpack.data() + g * Cpad * KRS;
+      for (int64_t j = 0; j < npix; ++j) {
+        const int64_t h = (hw0 + j) / s.W, w = (hw0 + j) % s.W;
+        pofs[j] = h * xs.d2 + w * xs.d3;
       }
+      scalar_t* xg = dx + n * xs.d0 + g * Cg * xs.d1;
+      const acc_t* none = nullptr;
+      if (pixels_major) {
+        auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
+          pack_im2col(view, hw0 + ic, mc, pc, kc, true, MR, pbuf.data());
+          return Panels<acc_t>{pbuf.data(), MR * kc};
+        };
+        auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
+          return Panels<acc_t>{wg + jc * KRS + pc * NR, NR * KRS};
+        };
+        gemm_packed(
+            kernel, npix, Cg, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
+            cbuf.data(), ldc, false);
+        store_tile(cbuf.data(), ldc, npix, Cg, pofs.data(), cofs.data(), none, none, xg);
+      } else {
+        auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
+          return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
+        };
+        auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+          pack_im2col(view, hw0 + jc, nc, pc, kc, true, NR, pbuf.data());
+          return Panels<acc_t>{pbuf.data(), NR * kc};
+        };
+        gemm_packed(
+            kernel, Cg, npix, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
+            cbuf.data(), ldc, false);
+        store_tile(cbuf.data(), ldc, Cg, npix, cofs.data(), pofs.data(), none, none, xg);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_input_col2im(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    const ConvShape& s,
+    at::Tensor& grad_input,
+    Isa isa) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
+  const int64_t PQ = s.P * s.Q, HW = s.H * s.W, RS = s.R * s.S;
+
+  // W^T panels: rows = taps (c, r, s), depth = k.
+  const int64_t Tpad = round_up(CRS, MR);
+  const WeightView wv(weight);
+  std::vector<int64_t> tofs(CRS), kofs(Kg);
+  tap_offsets(Cg, s.R, s.S, wv.s1, wv.s2, wv.s3, false, tofs.data());
+  for (int64_t k = 0; k < Kg; ++k) kofs[k] = k * wv.s0;
+  std::vector<acc_t> wpack(s.G * Tpad * Kg);
+  pack_table_parallel(
+      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, tofs.data(), CRS,
+      kofs.data(), Kg, MR, wpack.data());
+
+  const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
+  const Strides4 ys(grad_output);
+  scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
+  const Strides4 xs(grad_input);
+  const int64_t tile = std::min<int64_t>(kMaxTilePixels, round_up(PQ, NR));
+  const int64_t KC = kernel.kc;
+
+  at::parallel_for(0, s.N * s.G, 1, [&](int64_t begin, int64_t end) {
+    const int64_t ldc = round_up(tile, NR);
+    std::vector<acc_t> cbuf(Tpad * ldc);
+    std::vector<acc_t> pbuf(ldc * std::min(KC, Kg));
+    std::vector<acc_t> image(Cg * HW);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / s.G, g = task % s.G;
+      std::fill(image.begin(), image.end(), acc_t(0));
+      const Im2col<scalar_t> view{
+          dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.Q,
+          1, 1, 0, 0, 1, 1, 1, 1, false};
+      const acc_t* wg = wpack.data() + g * Tpad * Kg;
+      for (int64_t pq0 = 0; pq0 < PQ; pq0 += tile) {
+        const int64_t npix = std::min(tile, PQ - pq0);
+        auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
+          return Panels<acc_t>{wg + ic * Kg + pc * MR, MR * Kg};
+        };
+        auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+          pack_im2col(view, pq0 + jc, nc, pc, kc, true, NR, pbuf.data());
+          return Panels<acc_t>{pbuf.data(), NR * kc};
+        };
+        gemm_packed(
+            kernel, CRS, npix, Kg, Blocking{Tpad, ldc, KC}, pack_a, pack_b,
+            cbuf.data(), ldc, false);
+        // col2im: tap (c, r, t) of pixel (p, q) lands on (h, w).
+        for (int64_t tap = 0; tap < CRS; ++tap) {
+          const int64_t c = tap / RS, r = (tap % RS) / s.S, t = tap % s.S;
+          const acc_t* crow = cbuf.data() + tap * ldc;
+          acc_t* img = image.data() + c * HW;
+          for (int64_t j = 0; j < npix; ++j) {
+            const int64_t p = (pq0 + j) / s.Q, q = (pq0 + j) % s.Q;
+            const int64_t h = p * s.stride_h - s.pad_h + r * s.dil_h;
+            const int64_t w = q * s.stride_w - s.pad_w + t * s.dil_w;
+            if (h >= 0 && h < s.H && w >= 0 && w < s.W) img[h * s.W + w] += crow[j];
+          }
+        }
+      }
+      scalar_t* xg = dx + n * xs.d0 + g * Cg * xs.d1;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t h = 0; h < s.H; ++h)
+          for (int64_t w = 0; w < s.W; ++w)
+            xg[c * xs.d1 + h * xs.d2 + w * xs.d3] =
+                static_cast<scalar_t>(image[(c * s.H + h) * s.W + w]);
     }
   });
 }
@@ -89,10 +206,20 @@ at::Tensor conv2d_backward_input_cpu(
     return at::zeros(input_size, options);
   }
   at::Tensor grad_input = at::empty(input_size, options);
+  if (grad_input.numel() == 0) {
+    return grad_input;
+  }
+  const Isa isa = cpu_isa();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_output.scalar_type(),
       "conv2d_backward_input_cpu", [&] {
-        conv2d_backward_input_kernel<scalar_t>(grad_output, weight, s, grad_input);
+        if (use_direct_grouped(s)) {
+          depthwise_direct_backward_input<scalar_t>(grad_output, weight, s, grad_input, isa);
+        } else if (backward_input_by_gather(s)) {
+          backward_input_gather<scalar_t>(grad_output, weight, s, grad_input, isa);
+        } else {
+          backward_input_col2im<scalar_t>(grad_output, weight, s, grad_input, isa);
+        }
       });
   return grad_input;
 }

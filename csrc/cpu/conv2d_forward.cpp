@@ -1,7 +1,13 @@
-// Forward on the CPU as a GEMM per tile of output pixels:
-//   out[pixels x K/G] = im2col(input)[pixels x C/G*R*S] * weight^T[C/G*R*S x K/G]
-// (M = N*P*Q in tiles, N = K, K = C*R*S/groups), with a bounded im2col
-// buffer per thread and the bias folded into the accumulator's start value.
+// Forward on the CPU. Two paths (the choice lives in heuristic.h):
+//  - direct (depthwise_direct.h): depthwise and few-channels-per-group
+//    convolutions, where a GEMM would have a tiny inner dimension;
+//  - packed GEMM per tile of output pixels of one image and group, in one of
+//    two orientations:
+//      channels-major  out[K/G x pixels] = W[K/G x taps] * patches[taps x pixels]
+//      pixels-major    out[pixels x K/G] = patches[pixels x taps] * W^T[taps x K/G]
+//    The weight is packed once per call; the patch panels are gathered from
+//    the input as the GEMM consumes them (pack.h), so memory stays bounded by
+//    one tile per thread. The bias is added when the tile is stored.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -12,38 +18,41 @@
 #include <vector>
 
 #include "../conv_shape.h"
-#include "gather.h"
-#include "gemm.h"
+#include "conv_gemm.h"
+#include "depthwise_direct.h"
+#include "heuristic.h"
 
 namespace conv_ext::cpu {
 namespace {
 
-constexpr int64_t kTilePixels = 64;
-
 template <typename scalar_t>
-void conv2d_forward_kernel(
+void forward_gemm(
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias,
     const ConvShape& s,
-    at::Tensor& output) {
+    at::Tensor& output,
+    Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Cg = s.Cg(), Kg = s.Kg();
-  const int64_t CRS = Cg * s.R * s.S;
+  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   const int64_t PQ = s.P * s.Q;
+  const bool pixels_major = cpu::pixels_major(input, Kg, s.N * s.G, PQ, MR, NR);
+  const bool rsc = pixels_major && channels_contiguous(input);
 
-  // B operand: per group a CRS x Kg matrix (the weight transposed).
-  std::vector<acc_t> wt(s.G * CRS * Kg);
-  const scalar_t* w = weight.const_data_ptr<scalar_t>();
-  const Strides4 ws(weight);
-  for (int64_t k = 0; k < s.K; ++k) {
-    const int64_t g = k / Kg, kk = k % Kg;
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t r = 0; r < s.R; ++r)
-        for (int64_t t = 0; t < s.S; ++t)
-          wt[(g * CRS + (c * s.R + r) * s.S + t) * Kg + kk] = static_cast<acc_t>(
-              w[k * ws.d0 + c * ws.d1 + r * ws.d2 + t * ws.d3]);
-  }
+  // Weight panels: rows k of each group, depth = taps in the patch order.
+  const int64_t wwidth = pixels_major ? NR : MR;
+  const int64_t Kpad = round_up(Kg, wwidth);
+  const WeightView wv(weight);
+  std::vector<int64_t> kofs(Kg), tofs(CRS);
+  for (int64_t k = 0; k < Kg; ++k) kofs[k] = k * wv.s0;
+  tap_offsets(Cg, s.R, s.S, wv.s1, wv.s2, wv.s3, rsc, tofs.data());
+  std::vector<acc_t> wpack(s.G * Kpad * CRS);
+  pack_table_parallel(
+      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, kofs.data(), Kg,
+      tofs.data(), CRS, wwidth, wpack.data());
+
   std::vector<acc_t> b(s.K, acc_t(0));
   if (bias.has_value() && bias->defined()) {
     const scalar_t* bp = bias->const_data_ptr<scalar_t>();
@@ -55,27 +64,60 @@ void conv2d_forward_kernel(
   const Strides4 xs(input);
   scalar_t* y = output.mutable_data_ptr<scalar_t>();
   const Strides4 ys(output);
-  const int64_t tiles = (PQ + kTilePixels - 1) / kTilePixels;
+  const int64_t tile = pixel_tile(s.N * s.G, PQ, pixels_major ? MR : NR);
+  const int64_t tiles = (PQ + tile - 1) / tile;
+  const int64_t KC = kernel.kc;
 
   at::parallel_for(0, s.N * s.G * tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> col(kTilePixels * CRS);
-    std::vector<acc_t> acc(kTilePixels * Kg);
+    const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Kg, MR);
+    const int64_t ldc = pixels_major ? round_up(Kg, NR) : round_up(tile, NR);
+    std::vector<acc_t> cbuf(rows * ldc);
+    std::vector<acc_t> pbuf(std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
+    std::vector<int64_t> pofs(tile), cofs(Kg);
+    for (int64_t k = 0; k < Kg; ++k) cofs[k] = k * ys.d1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / (s.G * tiles);
       const int64_t g = (task / tiles) % s.G;
-      const int64_t pq0 = (task % tiles) * kTilePixels;
-      const int64_t rows = std::min(kTilePixels, PQ - pq0);
-      gather_input_rows(x, xs, s, n, g, pq0, rows, col.data());
-      for (int64_t j = 0; j < rows; ++j)
-        std::copy_n(b.data() + g * Kg, Kg, acc.data() + j * Kg);
-      gemm_nn_acc(
-          rows, Kg, CRS, col.data(), CRS, wt.data() + g * CRS * Kg, Kg,
-          acc.data(), Kg);
-      for (int64_t j = 0; j < rows; ++j) {
+      const int64_t pq0 = (task % tiles) * tile;
+      const int64_t npix = std::min(tile, PQ - pq0);
+      const Im2col<scalar_t> view{
+          x + n * xs.d0 + g * Cg * xs.d1, xs.d1, xs.d2, xs.d3, Cg, s.H, s.W, s.Q,
+          s.stride_h, s.stride_w, -s.pad_h, -s.pad_w, s.dil_h, s.dil_w,
+          s.R, s.S, rsc};
+      const acc_t* wg = wpack.data() + g * Kpad * CRS;
+      for (int64_t j = 0; j < npix; ++j) {
         const int64_t p = (pq0 + j) / s.Q, q = (pq0 + j) % s.Q;
-        scalar_t* yp = y + n * ys.d0 + g * Kg * ys.d1 + p * ys.d2 + q * ys.d3;
-        for (int64_t kk = 0; kk < Kg; ++kk)
-          yp[kk * ys.d1] = static_cast<scalar_t>(acc[j * Kg + kk]);
+        pofs[j] = p * ys.d2 + q * ys.d3;
+      }
+      scalar_t* yg = y + n * ys.d0 + g * Kg * ys.d1;
+      if (pixels_major) {
+        auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
+          pack_im2col(view, pq0 + ic, mc, pc, kc, true, MR, pbuf.data());
+          return Panels<acc_t>{pbuf.data(), MR * kc};
+        };
+        auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
+          return Panels<acc_t>{wg + jc * CRS + pc * NR, NR * CRS};
+        };
+        gemm_packed(
+            kernel, npix, Kg, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
+            cbuf.data(), ldc, false);
+        store_tile(
+            cbuf.data(), ldc, npix, Kg, pofs.data(), cofs.data(),
+            static_cast<const acc_t*>(nullptr), b.data() + g * Kg, yg);
+      } else {
+        auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
+          return Panels<acc_t>{wg + ic * CRS + pc * MR, MR * CRS};
+        };
+        auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+          pack_im2col(view, pq0 + jc, nc, pc, kc, true, NR, pbuf.data());
+          return Panels<acc_t>{pbuf.data(), NR * kc};
+        };
+        gemm_packed(
+            kernel, Kg, npix, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
+            cbuf.data(), ldc, false);
+        store_tile(
+            cbuf.data(), ldc, Kg, npix, cofs.data(), pofs.data(),
+            b.data() + g * Kg, static_cast<const acc_t*>(nullptr), yg);
       }
     }
   });
@@ -97,9 +139,15 @@ at::Tensor conv2d_forward_cpu(
   if (output.numel() == 0) {
     return output;
   }
+  const Isa isa = cpu_isa();
+  const bool direct = use_direct_grouped(s);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cpu", [&] {
-        conv2d_forward_kernel<scalar_t>(input, weight, bias, s, output);
+        if (direct) {
+          depthwise_direct_forward<scalar_t>(input, weight, bias, s, output, isa);
+        } else {
+          forward_gemm<scalar_t>(input, weight, bias, s, output, isa);
+        }
       });
   return output;
 }

@@ -1,0 +1,90 @@
+// Pieces the three GEMM-based passes share: strides, tap offset tables,
+// parallel weight packing and the size of a pixel tile.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "gemm_packed.h"
+#include "microkernel.h"
+#include "pack.h"
+
+namespace conv_ext::cpu {
+
+// Element strides of a 4-D tensor, in its logical dimension order.
+struct Strides4 {
+  int64_t d0, d1, d2, d3;
+  explicit Strides4(const at::Tensor& t)
+      : d0(t.stride(0)), d1(t.stride(1)), d2(t.stride(2)), d3(t.stride(3)) {}
+};
+
+struct WeightView {
+  int64_t s0, s1, s2, s3;
+  explicit WeightView(const at::Tensor& w)
+      : s0(w.stride(0)), s1(w.stride(1)), s2(w.stride(2)), s3(w.stride(3)) {}
+};
+
+// True when the channel dimension has unit stride (channels_last data), so
+// that runs of channels are contiguous.
+inline bool channels_contiguous(const at::Tensor& t) {
+  return t.size(1) > 1 && t.stride(1) == 1;
+}
+
+// Offsets of the taps (c, r, s) of a kernel in patch order: (c, r, s), or
+// (r, s, c) when rsc.
+inline void tap_offsets(
+    int64_t C, int64_t R, int64_t S, int64_t sc, int64_t sr, int64_t ss,
+    bool rsc, int64_t* out) {
+  int64_t t = 0;
+  if (rsc) {
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t c = 0; c < C; ++c) out[t++] = c * sc + r * sr + s * ss;
+  } else {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s = 0; s < S; ++s) out[t++] = c * sc + r * sr + s * ss;
+  }
+}
+
+// pack_table for G groups (group g at src + g * group_stride) into
+// G consecutive blocks of round_up(xlen, width) x ylen, one panel per task.
+template <typename acc_t, typename scalar_t>
+void pack_table_parallel(
+    const scalar_t* src,
+    int64_t group_stride,
+    int64_t G,
+    const int64_t* xo,
+    int64_t xlen,
+    const int64_t* yo,
+    int64_t ylen,
+    int64_t width,
+    acc_t* dst) {
+  const int64_t panels = (xlen + width - 1) / width;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width * ylen));
+  at::parallel_for(0, G * panels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / panels, x0 = (task % panels) * width;
+      pack_table(
+          src + g * group_stride, xo + x0, std::min(width, xlen - x0), yo, ylen,
+          width, dst + (g * panels * width + x0) * ylen);
+    }
+  });
+}
+
+// Pixels per task: at most kMaxTilePixels (a 256 x 192 float patch block is
+// 192 KiB, well inside L2), and small enough that the images x tiles tasks
+// give every thread at least two, for balance.
+constexpr int64_t kMaxTilePixels = 192;
+
+inline int64_t pixel_tile(int64_t images, int64_t pixels, int64_t multiple) {
+  const int64_t want = 2 * at::get_num_threads();
+  const int64_t per_image = std::max<int64_t>(1, (want + images - 1) / images);
+  const int64_t tile = round_up((pixels + per_image - 1) / per_image, multiple);
+  return std::max<int64_t>(1, std::min({kMaxTilePixels, tile, pixels}));
+}
+
+}  // namespace conv_ext::cpu

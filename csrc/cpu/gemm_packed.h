@@ -1,0 +1,91 @@
+// Cache-blocked GEMM over packed panels (the GotoBLAS / BLIS loop nest):
+//   C[M x N] (+)= A[M x K] * B[K x N]
+// The caller supplies the packers, which is where each convolution pass puts
+// its im2col: an A or B panel is gathered straight from the strided tensor,
+// so no full im2col matrix ever exists. A packer returns the panels of one
+// (rows, depth) block; pre-packed operands (weights) just point into their
+// buffer.
+//
+// Loop order pc -> ic -> jc -> jr -> ir: one packed A block (mc x kc) stays
+// in L2 while every B micro-panel (kc x nr, 16-32 KiB) is reused from L1 by
+// mc/mr micro-kernel calls. With b_outer the ic and jc loops swap, so a B
+// block that is costly to pack (or shared by all of A) is packed once per
+// (pc, jc) instead of once per ic.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "microkernel.h"
+
+namespace conv_ext::cpu {
+
+// Micro-panel p of a packed block starts at ptr + p * stride; each holds
+// depth x width values, width = MR (A) or NR (B).
+template <typename T>
+struct Panels {
+  const T* ptr;
+  int64_t stride;
+};
+
+struct Blocking {
+  int64_t MC, NC, KC;  // MC a multiple of MR, NC of NR
+};
+
+// C must be padded to multiples of MR rows and NR columns (leading
+// dimension ldc): the micro-kernel only ever writes full tiles.
+template <typename T, typename PackA, typename PackB>
+void gemm_packed(
+    const GemmKernel<T>& kernel,
+    int64_t M,
+    int64_t N,
+    int64_t K,
+    const Blocking& blk,
+    PackA&& pack_a,
+    PackB&& pack_b,
+    T* C,
+    int64_t ldc,
+    bool accumulate,
+    bool b_outer = false) {
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  auto tile = [&](const Panels<T>& a, const Panels<T>& b, int64_t ic,
+                  int64_t mc, int64_t jc, int64_t nc, int64_t kc, bool acc) {
+    for (int64_t jr = 0; jr < nc; jr += NR) {
+      const T* bp = b.ptr + (jr / NR) * b.stride;
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        kernel.fn(
+            kc, a.ptr + (ir / MR) * a.stride, bp, C + (ic + ir) * ldc + jc + jr,
+            ldc, acc);
+      }
+    }
+  };
+  for (int64_t pc = 0; pc < K; pc += blk.KC) {
+    const int64_t kc = std::min(blk.KC, K - pc);
+    const bool acc = accumulate || pc > 0;
+    if (b_outer) {
+      for (int64_t jc = 0; jc < N; jc += blk.NC) {
+        const int64_t nc = std::min(blk.NC, N - jc);
+        const Panels<T> b = pack_b(jc, nc, pc, kc);
+        for (int64_t ic = 0; ic < M; ic += blk.MC) {
+          const int64_t mc = std::min(blk.MC, M - ic);
+          tile(pack_a(ic, mc, pc, kc), b, ic, mc, jc, nc, kc, acc);
+        }
+      }
+    } else {
+      for (int64_t ic = 0; ic < M; ic += blk.MC) {
+        const int64_t mc = std::min(blk.MC, M - ic);
+        const Panels<T> a = pack_a(ic, mc, pc, kc);
+        for (int64_t jc = 0; jc < N; jc += blk.NC) {
+          const int64_t nc = std::min(blk.NC, N - jc);
+          tile(a, pack_b(jc, nc, pc, kc), ic, mc, jc, nc, kc, acc);
+        }
+      }
+    }
+  }
+}
+
+inline int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
+
+}  // namespace conv_ext::cpu

@@ -1,0 +1,56 @@
+// The one place that picks a CPU path for a convolution. Each threshold
+// carries the measurement behind it (2 threads, float32, the CPU suite of
+// BASELINES.md on the development machine).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "../conv_shape.h"
+#include "conv_gemm.h"
+
+namespace conv_ext::cpu {
+
+// Direct kernels (depthwise_direct.h) instead of the packed GEMM when a
+// group is too thin for the 6 x 16 register tile: the GEMM would pad K/G
+// to 16 columns and C/G*R*S to short depths.
+inline bool use_direct_grouped(const ConvShape& s) {
+  return s.G > 1 && s.Cg() <= 8 && s.Kg() <= 8;
+}
+
+// GEMM orientation of the forward and grad-input passes. Pixels-major
+// (patch panels of mr pixels, weights as the nr-wide B panels) when channels
+// are contiguous, so a patch row is runs of channels; channels-major (nr
+// pixels along a row per B panel) for NCHW, where pixel runs are contiguous,
+// unless padding the tile's pixels to nr wastes more than padding them to
+// mr plus the channels to nr (late layers: 7 x 7 = 49 pixels per image pad
+// to 64 at nr = 16 but to 54 at mr = 6; measured r50_res5_3x3 forward
+// 89 -> 1xx GFLOP/s).
+inline bool pixels_major(
+    const at::Tensor& src, int64_t channels, int64_t images, int64_t pixels,
+    int64_t mr, int64_t nr) {
+  if (channels_contiguous(src)) return true;
+  const int64_t t_cm = pixel_tile(images, pixels, nr);
+  const int64_t t_pm = pixel_tile(images, pixels, mr);
+  auto padded = [&](int64_t tile, int64_t mult) {
+    const int64_t full = pixels / tile, rest = pixels % tile;
+    return full * round_up(tile, mult) + round_up(rest, mult);
+  };
+  const double cm = double(padded(t_cm, nr)) * round_up(channels, mr);
+  const double pm = double(padded(t_pm, mr)) * round_up(channels, nr);
+  return pm < 0.9 * cm;
+}
+
+}  // namespace conv_ext::cpu
+
+namespace conv_ext::cpu {
+
+// Grad input as a gather (a forward correlation of grad_output with the
+// flipped kernel, no scatter, any thread owns its input pixels) needs unit
+// stride: at stride > 1 most gathered taps would be zeros the stride skips.
+// There the col2im path computes the patch gradients (W^T * grad_output, no
+// wasted products) and adds them into the image, one image per task.
+inline bool backward_input_by_gather(const ConvShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1;
+}
+
+}  // namespace conv_ext::cpu

@@ -1,0 +1,61 @@
+// The register-blocked inner product of the packed GEMM (gemm_packed.h):
+//   C[mr x nr] (+)= A_panel[kc x mr]^T * B_panel[kc x nr]
+// A panels hold mr rows interleaved per k, B panels nr columns per k (the
+// layout pack.h writes), so the kernel streams both with unit stride.
+//
+// Tiles, per instruction set (all mr = 6 rows):
+//   AVX2 + FMA   float 6 x 16, double 6 x 8: 12 ymm accumulators + 2 for B +
+//                1 broadcast of the 16 registers. Two FMA ports with 4-cycle
+//                latency need >= 8 independent accumulators; 6 rows give 12.
+//   AVX-512F     float 6 x 32, double 6 x 16: the same plan in zmm (15 of 32).
+//   scalar       float 6 x 16, double 6 x 8, plain loops.
+// The tile is a run-time property (GemmKernel), so the packers follow it.
+#pragma once
+
+#include <cstdint>
+
+#include "isa.h"
+
+namespace conv_ext::cpu {
+
+// Full tiles only: callers pad C to multiples of mr x nr.
+template <typename T>
+using MicroKernelFn = void (*)(
+    int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+
+template <typename T>
+struct GemmKernel {
+  int64_t mr, nr;
+  int64_t kc;  // depth of one packed block: a kc x nr B panel stays in L1
+  MicroKernelFn<T> fn;
+};
+
+void microkernel_scalar(
+    int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
+void microkernel_scalar(
+    int64_t kc, const double* a, const double* b, double* c, int64_t ldc, bool accumulate);
+void microkernel_avx2(
+    int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
+void microkernel_avx2(
+    int64_t kc, const double* a, const double* b, double* c, int64_t ldc, bool accumulate);
+void microkernel_avx512(
+    int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
+void microkernel_avx512(
+    int64_t kc, const double* a, const double* b, double* c, int64_t ldc, bool accumulate);
+
+// kc: a B panel of kc x nr takes 16 KiB (float at AVX2: 256 x 16) to
+// 32 KiB (AVX-512: 256 x 32 floats), within a 32-48 KiB L1.
+template <typename T>
+GemmKernel<T> select_microkernel(Isa isa) {
+  constexpr int64_t lanes = 32 / sizeof(T);  // per ymm
+  switch (isa) {
+    case Isa::kAvx512:
+      return {6, 4 * lanes, 256, &microkernel_avx512};
+    case Isa::kAvx2:
+      return {6, 2 * lanes, 256, &microkernel_avx2};
+    default:
+      return {6, 2 * lanes, 256, &microkernel_scalar};
+  }
+}
+
+}  // namespace conv_ext::cpu

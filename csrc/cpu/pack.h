@@ -1,0 +1,235 @@
+// Packing: how every operand reaches the micro-kernel's panel layout
+// (microkernel.h). A packed block of `xlen` rows by `depth` holds panels of
+// `width` rows (MR for A, NR for B), each panel depth x width with the rows
+// interleaved, rows past xlen zero.
+//
+// Two sources:
+//  - offset tables (pack_table): element (x, y) lives at src[xo[x] + yo[y]];
+//    weights and plain strided matrices in any layout;
+//  - im2col views (Im2col, pack_im2col): the convolution's patch matrix read
+//    straight from the strided image, one contiguous run at a time (a run of
+//    pixels along a row for taps ordered (c, r, s), a run of channels for taps
+//    ordered (r, s, c) when channels are contiguous). Packing is the im2col.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace conv_ext::cpu {
+
+// Where a panel block's element (x, y) goes.
+template <typename T>
+struct PanelBlock {
+  T* dst;
+  int64_t width, depth;
+
+  T* at(int64_t x, int64_t y) const {
+    return dst + (x / width) * width * depth + y * width + x % width;
+  }
+
+  // Writes val(0 .. n-1) to (x0 .. x0+n-1, y): contiguous within a panel,
+  // a jump between panels.
+  template <typename F>
+  void run_x(int64_t x0, int64_t y, int64_t n, F&& val) const {
+    T* d = at(x0, y);
+    int64_t room = width - x0 % width;
+    int64_t e = 0;
+    while (e < n) {
+      const int64_t len = std::min(room, n - e);
+      for (int64_t j = 0; j < len; ++j) {
+        d[j] = val(e + j);
+      }
+      e += len;
+      d += len + width * depth - width;
+      room = width;
+    }
+  }
+
+  // Writes val(0 .. n-1) to (x, y0 .. y0+n-1): stride width.
+  template <typename F>
+  void run_y(int64_t x, int64_t y0, int64_t n, F&& val) const {
+    T* d = at(x, y0);
+    for (int64_t e = 0; e < n; ++e) {
+      d[e * width] = val(e);
+    }
+  }
+
+  // Zeroes rows xlen .. round_up(xlen, width) - 1 of the last panel.
+  void zero_tail(int64_t xlen) const {
+    const int64_t tail = xlen % width;
+    if (tail == 0) return;
+    T* p = dst + (xlen / width) * width * depth;
+    for (int64_t y = 0; y < depth; ++y)
+      for (int64_t x = tail; x < width; ++x) p[y * width + x] = T(0);
+  }
+};
+
+// Panels of a matrix given by offset tables.
+template <typename acc_t, typename scalar_t>
+void pack_table(
+    const scalar_t* src,
+    const int64_t* xo,
+    int64_t xlen,
+    const int64_t* yo,
+    int64_t ylen,
+    int64_t width,
+    acc_t* dst) {
+  const PanelBlock<acc_t> pb{dst, width, ylen};
+  // Unit stride along y (a contiguous weight read along its taps): read
+  // along y, write with stride width.
+  bool y_unit = true;
+  for (int64_t y = 1; y < ylen && y_unit; ++y) y_unit = yo[y] == yo[0] + y;
+  for (int64_t x0 = 0; x0 < xlen; x0 += width) {
+    const int64_t w = std::min(width, xlen - x0);
+    acc_t* panel = dst + x0 * ylen;
+    if (y_unit) {
+      for (int64_t x = 0; x < w; ++x) {
+        const scalar_t* col = src + xo[x0 + x] + yo[0];
+        for (int64_t y = 0; y < ylen; ++y)
+          panel[y * width + x] = static_cast<acc_t>(col[y]);
+      }
+      continue;
+    }
+    for (int64_t y = 0; y < ylen; ++y) {
+      const scalar_t* row = src + yo[y];
+      for (int64_t x = 0; x < w; ++x)
+        panel[y * width + x] = static_cast<acc_t>(row[xo[x0 + x]]);
+    }
+  }
+  pb.zero_tail(xlen);
+}
+
+// The patch matrix of one image and group: element (pixel i, tap t) is
+// src[c, h, w] with, for destination pixel i = (p, q) and tap t = (c, r, s),
+//   h = p * st_h + off_h + r * dil_h,   w = q * st_w + off_w + s * dil_w
+// and 0 outside the image. Forward: src = input, off = -pad. Grad input at
+// stride 1: src = grad_output, off = +pad, dil = -dil (the flipped kernel).
+template <typename scalar_t>
+struct Im2col {
+  const scalar_t* src;  // image n, first channel of the group
+  int64_t sc, sh, sw;   // element strides: channel, row, column
+  int64_t C, H, W;      // channels (of the group) and extent of src
+  int64_t Q;            // destination pixels per row
+  int64_t st_h, st_w, off_h, off_w, dil_h, dil_w;
+  int64_t R, S;
+  bool rsc;  // taps ordered (r, s, c); else (c, r, s)
+
+  int64_t taps() const { return C * R * S; }
+};
+
+// First e in [0, n) with 0 <= w0 + e*st < W, and one past the last.
+inline void valid_range(int64_t w0, int64_t st, int64_t W, int64_t n, int64_t& lo, int64_t& hi) {
+  lo = w0 >= 0 ? 0 : (-w0 + st - 1) / st;
+  hi = w0 >= W ? 0 : std::min(n, (W - 1 - w0) / st + 1);
+  if (lo > n) lo = n;
+  if (hi < lo) hi = lo;
+}
+
+// Packs pixels m0 .. m0+mlen-1 by taps t0 .. t0+tlen-1 of the patch matrix.
+// pixels_x: pixels index the panel rows (x) and taps the depth; else the
+// reverse.
+template <typename acc_t, typename scalar_t>
+void pack_im2col(
+    const Im2col<scalar_t>& g,
+    int64_t m0,
+    int64_t mlen,
+    int64_t t0,
+    int64_t tlen,
+    bool pixels_x,
+    int64_t width,
+    acc_t* dst) {
+  const PanelBlock<acc_t> pb{dst, width, pixels_x ? tlen : mlen};
+  // A run of n elements for pixel index i and tap index t (relative).
+  auto run = [&](bool along_pixels, int64_t i, int64_t t, int64_t n, auto&& val) {
+    if (along_pixels == pixels_x) {
+      pb.run_x(pixels_x ? i : t, pixels_x ? t : i, n, val);
+    } else {
+      pb.run_y(pixels_x ? i : t, pixels_x ? t : i, n, val);
+    }
+  };
+  auto zero = [](int64_t) { return acc_t(0); };
+  const int64_t RS = g.R * g.S;
+  if (g.rsc) {
+    // Runs of channels at one (pixel, r, s).
+    for (int64_t i = 0; i < mlen; ++i) {
+      const int64_t p = (m0 + i) / g.Q, q = (m0 + i) % g.Q;
+      const int64_t h0 = p * g.st_h + g.off_h, w0 = q * g.st_w + g.off_w;
+      int64_t t = 0;
+      while (t < tlen) {
+        const int64_t rs = (t0 + t) / g.C, c = (t0 + t) % g.C;
+        const int64_t n = std::min(g.C - c, tlen - t);
+        const int64_t h = h0 + (rs / g.S) * g.dil_h;
+        const int64_t w = w0 + (rs % g.S) * g.dil_w;
+        if (h < 0 || h >= g.H || w < 0 || w >= g.W) {
+          run(false, i, t, n, zero);
+        } else {
+          const scalar_t* s = g.src + h * g.sh + w * g.sw + c * g.sc;
+          const int64_t sc = g.sc;
+          run(false, i, t, n, [s, sc](int64_t e) { return static_cast<acc_t>(s[e * sc]); });
+        }
+        t += n;
+      }
+    }
+  } else {
+    // Runs of pixels along one output row at one tap (c, r, s).
+    for (int64_t t = 0; t < tlen; ++t) {
+      const int64_t c = (t0 + t) / RS, rs = (t0 + t) % RS;
+      const int64_t dh = (rs / g.S) * g.dil_h + g.off_h;
+      const int64_t dw = (rs % g.S) * g.dil_w + g.off_w;
+      const scalar_t* sc = g.src + c * g.sc;
+      int64_t i = 0;
+      while (i < mlen) {
+        const int64_t p = (m0 + i) / g.Q, q = (m0 + i) % g.Q;
+        const int64_t n = std::min(g.Q - q, mlen - i);
+        const int64_t h = p * g.st_h + dh;
+        if (h < 0 || h >= g.H) {
+          run(true, i, t, n, zero);
+        } else {
+          const int64_t w0 = q * g.st_w + dw;
+          int64_t lo, hi;
+          valid_range(w0, g.st_w, g.W, n, lo, hi);
+          if (lo > 0) run(true, i, t, lo, zero);
+          if (hi > lo) {
+            const scalar_t* s = sc + h * g.sh + (w0 + lo * g.st_w) * g.sw;
+            const int64_t step = g.st_w * g.sw;
+            run(true, i + lo, t, hi - lo,
+                [s, step](int64_t e) { return static_cast<acc_t>(s[e * step]); });
+          }
+          if (n > hi) run(true, i + hi, t, n - hi, zero);
+        }
+        i += n;
+      }
+    }
+  }
+  pb.zero_tail(pixels_x ? mlen : tlen);
+}
+
+// Writes rows x cols of C (leading dimension ldc) to dst[ro[i] + co[j]],
+// converting, plus bias[i] or bias[j] where given.
+template <typename scalar_t, typename acc_t>
+void store_tile(
+    const acc_t* C,
+    int64_t ldc,
+    int64_t rows,
+    int64_t cols,
+    const int64_t* ro,
+    const int64_t* co,
+    const acc_t* row_bias,
+    const acc_t* col_bias,
+    scalar_t* dst) {
+  for (int64_t i = 0; i < rows; ++i) {
+    scalar_t* d = dst + ro[i];
+    const acc_t* c = C + i * ldc;
+    const acc_t rb = row_bias ? row_bias[i] : acc_t(0);
+    if (col_bias) {
+      for (int64_t j = 0; j < cols; ++j)
+        d[co[j]] = static_cast<scalar_t>(c[j] + rb + col_bias[j]);
+    } else {
+      for (int64_t j = 0; j < cols; ++j)
+        d[co[j]] = static_cast<scalar_t>(c[j] + rb);
+    }
+  }
+}
+
+}  // namespace conv_ext::cpu
