@@ -13,8 +13,11 @@ namespace conv_ext::cpu {
 // Direct kernels (depthwise_direct.h) instead of the packed GEMM when a
 // group is too thin for the 6 x 16 register tile: the GEMM would pad K/G
 // to 16 columns and C/G*R*S to short depths.
+// The same holds without groups for a handful of channels (the seed
+// shapes, 1 -> 4 and 1 -> 1 channels), where the GEMM's packing and tiling
+// set-up outweighs its 36-96 multiply-adds per pixel.
 inline bool use_direct_grouped(const ConvShape& s) {
-  return s.G > 1 && s.Cg() <= 8 && s.Kg() <= 8;
+  return s.Cg() <= 8 && s.Kg() <= 8;
 }
 
 // GEMM orientation of the forward and grad-input passes. Pixels-major

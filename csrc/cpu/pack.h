@@ -84,10 +84,15 @@ void pack_table(
     const int64_t w = std::min(width, xlen - x0);
     acc_t* panel = dst + x0 * ylen;
     if (y_unit) {
-      for (int64_t x = 0; x < w; ++x) {
-        const scalar_t* col = src + xo[x0 + x] + yo[0];
-        for (int64_t y = 0; y < ylen; ++y)
-          panel[y * width + x] = static_cast<acc_t>(col[y]);
+      // In steps of 64 along y so the panel lines being filled stay in L1
+      // (one pass over a 4608 x 32 panel per x thrashed it).
+      for (int64_t y0 = 0; y0 < ylen; y0 += 64) {
+        const int64_t y1 = std::min(ylen, y0 + 64);
+        for (int64_t x = 0; x < w; ++x) {
+          const scalar_t* col = src + xo[x0 + x] + yo[0];
+          for (int64_t y = y0; y < y1; ++y)
+            panel[y * width + x] = static_cast<acc_t>(col[y]);
+        }
       }
       continue;
     }
@@ -218,11 +223,21 @@ void store_tile(
     const acc_t* row_bias,
     const acc_t* col_bias,
     scalar_t* dst) {
+  bool unit = true;  // columns land contiguously: a vectorizable copy
+  for (int64_t j = 1; j < cols && unit; ++j) unit = co[j] == co[0] + j;
   for (int64_t i = 0; i < rows; ++i) {
     scalar_t* d = dst + ro[i];
     const acc_t* c = C + i * ldc;
     const acc_t rb = row_bias ? row_bias[i] : acc_t(0);
-    if (col_bias) {
+    if (unit) {
+      scalar_t* du = d + co[0];
+      if (col_bias) {
+        for (int64_t j = 0; j < cols; ++j)
+          du[j] = static_cast<scalar_t>(c[j] + rb + col_bias[j]);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) du[j] = static_cast<scalar_t>(c[j] + rb);
+      }
+    } else if (col_bias) {
       for (int64_t j = 0; j < cols; ++j)
         d[co[j]] = static_cast<scalar_t>(c[j] + rb + col_bias[j]);
     } else {

@@ -1,0 +1,62 @@
+// Vector builds of the plane kernels of direct_rows.h: `flatten` inlines the
+// portable templates into functions whose target attribute lets the
+// compiler use 32-byte (AVX2 + FMA) or 64-byte (AVX-512F) vectors.
+#include "direct_rows.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
+#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
+#else
+#define CONV_EXT_FLAT_AVX2
+#define CONV_EXT_FLAT_AVX512
+#endif
+
+namespace conv_ext::cpu {
+namespace {
+
+template <typename T>
+CONV_EXT_FLAT_AVX2 void correlate_avx2(
+    const DirectGeom& g, int64_t nsrc, const T* planes, const T* wts, T init, T* out) {
+  correlate_padded<T, 32 / sizeof(T)>(g, nsrc, planes, wts, init, out);
+}
+
+template <typename T>
+CONV_EXT_FLAT_AVX512 void correlate_avx512(
+    const DirectGeom& g, int64_t nsrc, const T* planes, const T* wts, T init, T* out) {
+  correlate_padded<T, 64 / sizeof(T)>(g, nsrc, planes, wts, init, out);
+}
+
+template <typename T>
+CONV_EXT_FLAT_AVX2 void dot_avx2(const DirectGeom& g, const T* dy, const T* plane, T* lanes) {
+  dot_padded<T, 32 / sizeof(T)>(g, dy, plane, lanes);
+}
+
+template <typename T>
+CONV_EXT_FLAT_AVX512 void dot_avx512(const DirectGeom& g, const T* dy, const T* plane, T* lanes) {
+  dot_padded<T, 64 / sizeof(T)>(g, dy, plane, lanes);
+}
+
+}  // namespace
+
+void correlate_padded_vec(int isa, const DirectGeom& g, int64_t nsrc,
+                          const float* planes, const float* wts, float init, float* out) {
+  if (isa == 2) correlate_avx512(g, nsrc, planes, wts, init, out);
+  else correlate_avx2(g, nsrc, planes, wts, init, out);
+}
+void correlate_padded_vec(int isa, const DirectGeom& g, int64_t nsrc,
+                          const double* planes, const double* wts, double init, double* out) {
+  if (isa == 2) correlate_avx512(g, nsrc, planes, wts, init, out);
+  else correlate_avx2(g, nsrc, planes, wts, init, out);
+}
+void dot_padded_vec(int isa, const DirectGeom& g, const float* dy, const float* plane,
+                    float* lanes) {
+  if (isa == 2) dot_avx512(g, dy, plane, lanes);
+  else dot_avx2(g, dy, plane, lanes);
+}
+void dot_padded_vec(int isa, const DirectGeom& g, const double* dy, const double* plane,
+                    double* lanes) {
+  if (isa == 2) dot_avx512(g, dy, plane, lanes);
+  else dot_avx2(g, dy, plane, lanes);
+}
+
+}  // namespace conv_ext::cpu
