@@ -1,0 +1,197 @@
+"""The CPU kernels path by path (csrc/cpu/heuristic.h picks them), on every
+instruction set the machine has plus the portable scalar one, against
+torch.nn.functional.conv2d: float64 to tight tolerances, gradcheck, low
+precision within twice torch's own error, bitwise determinism, batch 0.
+
+CONV_EXT_CPU_ISA (read on every call) selects the instruction set:
+"scalar" forces the portable kernels, "avx2" caps at AVX2 + FMA, unset or
+"auto" takes the best the CPU has."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import conv_ext
+
+ops = torch.ops.conv_ext
+
+ISAS = ["auto", "avx2", "scalar"]
+
+# (name, N, C, H, W, K, R, S, stride, pad, dil, groups, channels_last): each
+# row drives one path of heuristic.h, sized so the vector blocks, several
+# pixel tiles (192 pixels), several depth blocks (256 taps) and several
+# grad-weight work items (256 pixels) all occur.
+PATHS = [
+    # packed GEMM, channels-major (NCHW), 3 depth blocks of taps
+    ("gemm_nchw", 2, 40, 17, 23, 20, 3, 3, 1, 1, 1, 1, False),
+    # packed GEMM, pixels-major with (r, s, c) taps (channels_last)
+    ("gemm_nhwc", 2, 24, 15, 21, 18, 3, 3, 1, 1, 1, 1, True),
+    # pixels-major chosen for few pixels per image (7 x 7)
+    ("gemm_few_pixels", 3, 48, 7, 7, 40, 3, 3, 1, 1, 1, 1, False),
+    # 1 x 1, no im2col gather beyond runs
+    ("pointwise", 2, 32, 13, 19, 48, 1, 1, 1, 0, 1, 1, False),
+    # stride 2: grad input through col2im
+    ("col2im_stride2", 2, 3, 29, 31, 20, 7, 7, 2, 3, 1, 1, False),
+    ("col2im_nhwc", 2, 12, 16, 16, 20, 3, 3, 2, 1, 1, 1, True),
+    # dilation with a gathered grad input
+    ("dilated", 1, 20, 18, 18, 24, 3, 3, 1, 2, 2, 1, False),
+    # groups with more than 8 channels per group: GEMM per group
+    ("gemm_groups", 2, 24, 11, 13, 36, 3, 3, 1, 1, 1, 2, False),
+    # direct: depthwise, grouped (4 per group), a few channels without groups
+    ("depthwise", 2, 12, 37, 41, 12, 3, 3, 1, 1, 1, 12, False),
+    ("depthwise_nhwc", 2, 8, 20, 33, 8, 3, 3, 1, 1, 1, 8, True),
+    ("depthwise_mult2", 1, 6, 19, 35, 12, 5, 5, 1, 2, 1, 6, False),
+    ("grouped4", 2, 16, 28, 28, 16, 3, 3, 1, 1, 1, 4, False),
+    ("direct_stride2", 2, 8, 23, 37, 8, 3, 3, 2, 1, 1, 8, False),
+    ("direct_dilated", 1, 8, 30, 30, 16, 3, 3, 1, 2, 2, 8, False),
+    ("direct_few_channels", 1, 1, 40, 50, 4, 3, 3, 1, 0, 1, 1, False),
+    # the direct/GEMM threshold: 8 channels per group direct, 9 not
+    ("threshold_direct", 1, 16, 12, 20, 16, 3, 3, 1, 1, 1, 2, False),
+    ("threshold_gemm", 1, 18, 12, 20, 18, 3, 3, 1, 1, 1, 2, False),
+]
+IDS = [p[0] for p in PATHS]
+
+
+def make(case, dtype, seed=0):
+    _, n, c, h, w, k, r, s, st, pd, dl, g, cl = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    wt = torch.randn(k, c // g, r, s, generator=gen, dtype=torch.float64)
+    b = torch.randn(k, generator=gen, dtype=torch.float64)
+    x, wt, b = x.to(dtype), wt.to(dtype), b.to(dtype)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, wt, b, dict(stride=st, padding=pd, dilation=dl, groups=g)
+
+
+def conf(kw):
+    st, pd, dl = kw["stride"], kw["padding"], kw["dilation"]
+    return [st, st], [pd, pd], [dl, dl], kw["groups"]
+
+
+def passes(x, w, b, kw, gy):
+    """Our four ops, called directly."""
+    a = conf(kw)
+    y = ops.conv2d_forward(x, w, b, *a)
+    gx = ops.conv2d_backward_input(gy, w, list(x.shape), *a)
+    gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *a)
+    gb = ops.conv2d_backward_bias(gy)
+    return y, gx, gw, gb
+
+
+def reference(x, w, b, kw, gy):
+    xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y = F.conv2d(xr, wr, br, **kw)
+    return (y.detach(), *torch.autograd.grad(y, (xr, wr, br), gy))
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("case", PATHS, ids=IDS)
+def test_float64_matches_torch(case, isa):
+    x, w, b, kw = make(case, torch.float64)
+    gy = torch.randn(F.conv2d(x, w, b, **kw).shape, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(1))
+    if case[-1]:
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    for name, ours, ref in zip(["output", "grad_input", "grad_weight", "grad_bias"],
+                               passes(x, w, b, kw, gy), reference(x, w, b, kw, gy)):
+        torch.testing.assert_close(ours, ref, rtol=1e-11, atol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("case", PATHS, ids=IDS)
+def test_float32_matches_torch(case, isa):
+    x, w, b, kw = make(case, torch.float32)
+    gy = torch.randn(F.conv2d(x, w, b, **kw).shape, generator=torch.Generator().manual_seed(1))
+    ref64 = reference(x.double(), w.double(), b.double(), kw, gy.double())
+    for name, ours, ref in zip(["output", "grad_input", "grad_weight", "grad_bias"],
+                               passes(x, w, b, kw, gy), ref64):
+        scale = ref.abs().max().item()
+        assert (ours.double() - ref).abs().max().item() <= 1e-5 * max(1.0, scale), name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", [p for p in PATHS if p[0] in (
+    "gemm_nchw", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4")],
+    ids=["gemm_nchw", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4"])
+def test_low_precision_within_twice_torch_error(case, dtype, isa):
+    x, w, b, kw = make(case, dtype)
+    gy = torch.randn(F.conv2d(x.double(), w.double(), b.double(), **kw).shape,
+                     generator=torch.Generator().manual_seed(1)).to(dtype)
+    ref64 = reference(x.double(), w.double(), b.double(), kw, gy.double())
+    theirs = reference(x, w, b, kw, gy)
+    eps = torch.finfo(dtype).eps
+    for name, ours, t, r in zip(["output", "grad_input", "grad_weight", "grad_bias"],
+                                passes(x, w, b, kw, gy), theirs, ref64):
+        assert ours.dtype == dtype
+        torch_err = (t.double() - r).abs().max().item()
+        our_err = (ours.double() - r).abs().max().item()
+        assert our_err <= 2 * torch_err + 4 * eps * r.abs().max().item(), name
+
+
+SMALL = [
+    ("gemm", 2, 5, 6, 7, 4, 3, 3, 1, 1, 1, 1, False),
+    ("gemm_nhwc_stride2", 2, 4, 7, 6, 5, 3, 2, 2, 1, 1, 1, True),
+    ("direct", 1, 4, 7, 18, 4, 3, 3, 1, 1, 1, 4, False),
+    ("direct_stride2", 1, 4, 8, 9, 8, 3, 3, 2, 1, 2, 4, False),
+]
+
+
+@pytest.mark.parametrize("case", SMALL, ids=[p[0] for p in SMALL])
+def test_gradcheck(case, isa):
+    x, w, b, kw = make(case, torch.float64)
+    x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w, b: conv_ext.conv2d(x, w, b, **kw), (x, w, b))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", [PATHS[0], PATHS[1], PATHS[4], PATHS[8], PATHS[11]],
+                         ids=["gemm_nchw", "gemm_nhwc", "col2im", "depthwise", "grouped4"])
+def test_bitwise_deterministic(case, threads, isa):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, w, b, kw = make(case, torch.float32)
+        gy = torch.randn(F.conv2d(x, w, b, **kw).shape, generator=torch.Generator().manual_seed(1))
+        first = passes(x, w, b, kw, gy)
+        for _ in range(3):
+            for a, c in zip(first, passes(x, w, b, kw, gy)):
+                assert torch.equal(a, c)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("case", [PATHS[0], PATHS[8]], ids=["gemm", "direct"])
+def test_batch_zero(case, isa):
+    x, w, b, kw = make(case, torch.float64)
+    x = x[:0]
+    y = ops.conv2d_forward(x, w, b, *conf(kw))
+    assert y.shape[0] == 0
+    gy = torch.zeros_like(y)
+    gw = ops.conv2d_backward_weight(gy, x, list(w.shape), *conf(kw))
+    assert torch.equal(gw, torch.zeros_like(w))
+    gx = ops.conv2d_backward_input(gy, w, list(x.shape), *conf(kw))
+    assert gx.shape == x.shape
+
+
+def test_scalar_and_vector_kernels_agree_closely():
+    """The instruction sets differ only in rounding order."""
+    import os
+    x, w, b, kw = make(PATHS[0], torch.float64)
+    gy = torch.randn(F.conv2d(x, w, b, **kw).shape, dtype=torch.float64)
+    old = os.environ.get("CONV_EXT_CPU_ISA")
+    try:
+        os.environ["CONV_EXT_CPU_ISA"] = "scalar"
+        scalar = passes(x, w, b, kw, gy)
+        os.environ["CONV_EXT_CPU_ISA"] = "auto"
+        vector = passes(x, w, b, kw, gy)
+    finally:
+        if old is None:
+            os.environ.pop("CONV_EXT_CPU_ISA", None)
+        else:
+            os.environ["CONV_EXT_CPU_ISA"] = old
+    for a, c in zip(scalar, vector):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
