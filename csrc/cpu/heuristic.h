@@ -16,8 +16,15 @@ namespace conv_ext::cpu {
 // The same holds without groups for a handful of channels (the seed
 // shapes, 1 -> 4 and 1 -> 1 channels), where the GEMM's packing and tiling
 // set-up outweighs its 36-96 multiply-adds per pixel.
+// The direct kernels copy the window of the input the taps touch into
+// zero-padded planes, so they also need that window to stay near the image
+// size (padding or strides of 2^31 make it astronomically large; the GEMM
+// path never materializes it).
 inline bool use_direct_grouped(const ConvShape& s) {
-  return s.Cg() <= 8 && s.Kg() <= 8;
+  const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
+  const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+  const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
+  return s.Cg() <= 8 && s.Kg() <= 8 && bounded;
 }
 
 // GEMM orientation of the forward and grad-input passes. Pixels-major
