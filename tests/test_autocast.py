@@ -165,3 +165,21 @@ def test_amp_training_steps_track_nn_conv2d(device, amp_dtype):
     assert losses[0][-1] < losses[0][0]
     for a, b in zip(*losses):
         assert abs(a - b) <= 0.05 * abs(b)
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_under_autocast(device, amp_dtype):
+    """The autocast kernels trace: a compiled function with an autocast
+    region around MyConv2d and a direct op call gives the eager result."""
+    ours, _ = pair(device)
+    x = torch.randn(2, 4, 8, 8, device=device)
+
+    def fn(x, w):
+        with torch.autocast(device, dtype=amp_dtype):
+            return ours(x), ops.conv2d_forward(x, w, None, [1, 1], [1, 1], [1, 1], 1)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True)
+    for got, want in zip(compiled(x, ours.weight), fn(x, ours.weight)):
+        assert got.dtype == want.dtype == amp_dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
