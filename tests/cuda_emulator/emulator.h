@@ -8,18 +8,24 @@
 //
 // It checks what a GPU would not report: a barrier that not every thread of
 // the block reaches (a __syncthreads() in divergent code) stops all fibers,
-// which the scheduler detects and reports. It does not model memory ordering
-// or the timing of a GPU: a missing barrier may go unnoticed here, and
-// compute-sanitizer's racecheck on a GPU is the real test for races.
+// which the scheduler detects and reports. Between barriers each fiber runs
+// alone, fibers resume in a random order and some warps run slowly, so a
+// missing barrier usually shows as a wrong result (removing the main loop's
+// barrier in gemm_tile.cuh, or block_sum's second one, does). It does not
+// model memory ordering or the timing of a GPU: compute-sanitizer's
+// racecheck on a GPU remains the real test for races.
 #pragma once
 
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <vector>
 
 struct EmuDim3 {
@@ -42,13 +48,18 @@ inline EmuDim3 gridDim;
 
 namespace emu {
 
+class Barrier;
+
 struct Scheduler {
   ucontext_t main;
   std::vector<ucontext_t> contexts;
   std::vector<std::unique_ptr<char[]>> stacks;
   std::vector<char> done;
+  // The barrier each fiber waits at (nullptr: runnable) and the generation
+  // it waits to pass; the scheduler does not resume it before then.
+  std::vector<const Barrier*> waiting_at;
+  std::vector<uint64_t> waiting_for;
   int current = -1;
-  uint64_t events = 0;  // arrivals, completed barriers, finished fibers
   void (*body)(const void*) = nullptr;
   const void* params = nullptr;
 };
@@ -69,16 +80,22 @@ class Barrier {
 
   void arrive_and_wait() {
     Scheduler* s = scheduler();
-    ++s->events;
     const uint64_t generation = generation_;
     if (++arrived_ == count_) {
       arrived_ = 0;
       ++generation_;
       return;
     }
+    s->waiting_at[s->current] = this;
+    s->waiting_for[s->current] = generation;
     while (generation == generation_) {
       yield();
     }
+    s->waiting_at[s->current] = nullptr;
+  }
+
+  uint64_t generation() const {
+    return generation_;
   }
 
  private:
@@ -107,7 +124,6 @@ inline void fiber_entry() {
   Scheduler* s = scheduler();
   s->body(s->params);
   s->done[s->current] = 1;
-  ++s->events;
   // Returning resumes uc_link, the scheduler.
 }
 
@@ -132,6 +148,8 @@ void launch(void (*kernel)(Params), unsigned blocks, int threads, const Params& 
   s.contexts.resize(threads);
   s.stacks.resize(threads);
   s.done.resize(threads);
+  s.waiting_at.assign(threads, nullptr);
+  s.waiting_for.assign(threads, 0);
   constexpr size_t kStack = 256 * 1024;
   for (auto& st : s.stacks) {
     st.reset(new char[kStack]);  // untouched pages cost nothing
@@ -141,6 +159,12 @@ void launch(void (*kernel)(Params), unsigned blocks, int threads, const Params& 
   gridDim = {blocks, 1, 1};
   blockDim = {static_cast<unsigned>(threads), 1, 1};
 
+  // Fibers resume in a fresh random order every round, so that code which
+  // relies on an order of threads that no barrier enforces sees different
+  // orders (and different results) from round to round.
+  std::vector<int> order(threads);
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937 rng(0x5eed + blocks);
   for (unsigned b = 0; b < blocks; ++b) {
     Block block(threads);
     current_block() = &block;
@@ -153,11 +177,31 @@ void launch(void (*kernel)(Params), unsigned blocks, int threads, const Params& 
       s.contexts[t].uc_link = &s.main;
       makecontext(&s.contexts[t], fiber_entry, 0);
     }
+    // Warp b % warps of block b, and about one other in four, run slowly:
+    // resumed on every kSlowEvery-th round only, so the other warps can run
+    // several barrier phases (warp exchanges) ahead of them.
+    constexpr uint64_t kSlowEvery = 16;
+    std::vector<char> slow(threads);
+    for (int w = 0; w < threads / 32; ++w) {
+      const char is_slow =
+          w == static_cast<int>(b % (threads / 32)) || rng() % 4 == 0;
+      for (int lane = 0; lane < 32; ++lane) {
+        slow[w * 32 + lane] = is_slow;
+      }
+    }
     int alive = threads;
-    while (alive > 0) {
-      const uint64_t before = s.events;
-      for (int t = 0; t < threads; ++t) {
-        if (s.done[t]) {
+    for (uint64_t round = 0; alive > 0; ++round) {
+      const bool everyone = round % kSlowEvery == 0;
+      bool runnable = false;
+      std::shuffle(order.begin(), order.end(), rng);
+      for (int t : order) {
+        if (s.done[t] ||
+            (s.waiting_at[t] != nullptr &&
+             s.waiting_at[t]->generation() == s.waiting_for[t])) {
+          continue;
+        }
+        runnable = true;
+        if (slow[t] && !everyone) {
           continue;
         }
         s.current = t;
@@ -167,7 +211,7 @@ void launch(void (*kernel)(Params), unsigned blocks, int threads, const Params& 
           --alive;
         }
       }
-      if (alive > 0 && s.events == before) {
+      if (alive > 0 && !runnable) {
         std::fprintf(
             stderr,
             "cuda emulator: block %u deadlocked with %d of %d threads waiting "
