@@ -1,8 +1,17 @@
 """The CUDA kernels of csrc/cuda/, run on the CPU by the emulator of
-tests/cuda_emulator/ (every CUDA thread an OS thread, __syncthreads a
-barrier), against torch.nn.functional.conv2d. This is how the device code is
-tested on machines without a GPU; tests/test_cuda.py runs the same checks on
-a real GPU. The module is compiled on first use (about a minute)."""
+tests/cuda_emulator/ (every CUDA thread a fiber, __syncthreads a barrier),
+against torch.nn.functional.conv2d. This is how the device code is tested on
+machines without a GPU; tests/test_cuda.py runs the same checks on a real
+GPU. The module is compiled on first use (about a minute). Set
+CONV_EXT_SKIP_EMULATION=1 to skip these tests.
+
+CONV_EXT_EMULATOR_ASAN=1 builds the module with AddressSanitizer, which then
+reports any read or write outside a tensor's allocation; the Python process
+needs the runtime preloaded:
+
+    CONV_EXT_EMULATOR_ASAN=1 ASAN_OPTIONS=detect_leaks=0 \
+    LD_PRELOAD=$(g++ -print-file-name=libasan.so) python -m pytest tests/test_cuda_emulated.py
+"""
 import functools
 import os
 
@@ -19,14 +28,17 @@ ALGOS = [DIRECT, GEMM_SMALL, GEMM_LARGE]
 def emulated():
     from torch.utils.cpp_extension import load
 
+    asan = os.environ.get("CONV_EXT_EMULATOR_ASAN") == "1"
+    sanitize = ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []
     return load(
-        name="conv_ext_cuda_emulated",
+        name="conv_ext_cuda_emulated" + ("_asan" if asan else ""),
         sources=[
             os.path.join(ROOT, "tests", "cuda_emulator", "emulated_ops.cpp"),
             os.path.join(ROOT, "csrc", "conv_shape.cpp"),
         ],
         extra_include_paths=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "tests", "cuda_emulator")],
-        extra_cflags=["-O1", "-Wno-unknown-pragmas"],
+        extra_cflags=["-O1", "-Wno-unknown-pragmas", *sanitize],
+        extra_ldflags=["-fsanitize=address"] if asan else [],
     )
 
 
