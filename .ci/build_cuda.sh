@@ -39,8 +39,12 @@ fi
 step "copying the sources to $SRC"
 mkdir -p "$SRC"
 find "$SRC" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
-(cd "$ROOT" && tar cf - --exclude=./.git --exclude=./.venv --exclude='./.venv-*' \
-  --exclude=./build --exclude='*.so' --exclude='*.egg-info' .) | (cd "$SRC" && tar xf -)
+# Tracked files and untracked ones that .gitignore does not exclude: what a
+# clean checkout with the working tree's edits would hold.
+git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
+  | tar -C "$ROOT" --null --ignore-failed-read -T - -cf - \
+  | (cd "$SRC" && tar xf -) || fail "could not copy the sources"
+[ -f "$SRC/setup.py" ] || fail "no setup.py among the copied sources"
 
 step "building with nvcc (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0)"
 (cd "$SRC" && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="9.0" MAX_JOBS="${MAX_JOBS:-2}" \

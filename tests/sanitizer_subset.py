@@ -21,7 +21,7 @@ CASES = [
     (2, 4, 9, 7, 8, 3, 3, 1, 1, 1, 2),       # direct, all three passes
     (1, 3, 11, 9, 16, 3, 2, 2, 1, 2, 1),     # GEMM small forward/wgrad, direct grad input
     (2, 32, 9, 10, 48, 3, 3, (2, 1), (1, 2), (1, 2), 1),  # GEMM small, every pass
-    (8, 128, 12, 12, 128, 3, 3, 1, 1, 1, 1),  # GEMM large tiles for float/half/bf16
+    (8, 128, 64, 64, 128, 3, 3, 1, 1, 1, 1),  # GEMM large tiles (float, half, bfloat16)
     (3, 20, 70, 70, 20, 1, 1, 1, 0, 1, 1),   # multi-chunk grad weight and bias
 ]
 
