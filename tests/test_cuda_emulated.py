@@ -229,3 +229,37 @@ def test_heuristic_choices():
     *_, chunks = choose(32, 64, 56, 56, 64, 3, 3, pad=1)
     assert 1 < chunks and 32 * 56 * 56 // chunks >= 256
     assert choose(1, 1, 20, 20, 16, 3, 3)[3] == 1  # 324 pixels: one chunk
+
+
+def test_randomized_sweep():
+    """Random shapes, hyper-parameters (padding past the kernel, strides past
+    it, large dilations), layouts, kernels and chunk counts, in float64."""
+    import random
+
+    rng = random.Random(5)
+    m = emulated()
+    for trial in range(24):
+        groups = rng.choice([1, 1, 2, 3])
+        cg, kg = rng.choice([1, 2, 5, 17]), rng.choice([1, 3, 16, 19])
+        r, s = rng.randint(1, 4), rng.randint(1, 4)
+        stride = [rng.randint(1, 4), rng.randint(1, 4)]
+        dilation = [rng.randint(1, 3), rng.randint(1, 3)]
+        padding = [rng.randint(0, 4), rng.randint(0, 4)]
+        h = max(1, dilation[0] * (r - 1) + 1 - 2 * padding[0]) + rng.randint(0, 6)
+        w = max(1, dilation[1] * (s - 1) + 1 - 2 * padding[1]) + rng.randint(0, 6)
+        n, c, k = rng.randint(1, 2), cg * groups, kg * groups
+        algo, chunks = rng.choice(ALGOS), rng.choice([-1, 1, 2, 5])
+        g = torch.Generator().manual_seed(trial)
+        x = torch.randn(n, c, h, w, dtype=torch.float64, generator=g)
+        wt = torch.randn(k, cg, r, s, dtype=torch.float64, generator=g)
+        b = torch.randn(k, dtype=torch.float64, generator=g)
+        if rng.random() < 0.5:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y_ref = F.conv2d(x, wt, b, stride, padding, dilation, groups)
+        gy = torch.randn(y_ref.shape, dtype=torch.float64, generator=g)
+        ref = _reference(x, wt, b, gy, stride, padding, dilation, groups)
+        got = _emulated_all(x, wt, b, gy, stride, padding, dilation, groups, algo, chunks)
+        for name, o, rf in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref):
+            torch.testing.assert_close(
+                o, rf, rtol=1e-10, atol=1e-10,
+                msg=lambda msg: f"{(n, c, h, w, k, r, s, stride, padding, dilation, groups)} algo {algo} {name}: {msg}")
