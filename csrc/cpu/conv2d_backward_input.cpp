@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../conv_shape.h"
@@ -48,10 +49,10 @@ void backward_input_gather(
   std::vector<int64_t> cofs_w(Cg), tofs(KRS);
   for (int64_t c = 0; c < Cg; ++c) cofs_w[c] = c * wv.s1;
   tap_offsets(Kg, s.R, s.S, wv.s0, wv.s2, wv.s3, rsc, tofs.data());
-  std::vector<acc_t> wpack(s.G * Cpad * KRS);
+  acc_t* const wpack = scratch<acc_t>(3, s.G * Cpad * KRS);
   pack_table_parallel(
       weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, cofs_w.data(), Cg,
-      tofs.data(), KRS, wwidth, wpack.data());
+      tofs.data(), KRS, wwidth, wpack);
 
   const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
   const Strides4 ys(grad_output);
@@ -64,8 +65,8 @@ void backward_input_gather(
   at::parallel_for(0, s.N * s.G * tiles, 1, [&](int64_t begin, int64_t end) {
     const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Cg, MR);
     const int64_t ldc = pixels_major ? round_up(Cg, NR) : round_up(tile, NR);
-    std::vector<acc_t> cbuf(rows * ldc);
-    std::vector<acc_t> pbuf(std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
+    acc_t* const cbuf = scratch<acc_t>(0, rows * ldc);
+    acc_t* const pbuf = scratch<acc_t>(1, std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
     std::vector<int64_t> pofs(tile), cofs(Cg);
     for (int64_t c = 0; c < Cg; ++c) cofs[c] = c * xs.d1;
     for (int64_t task = begin; task < end; ++task) {
@@ -76,37 +77,69 @@ void backward_input_gather(
       const Im2col<scalar_t> view{
           dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.W,
           1, 1, s.pad_h, s.pad_w, -s.dil_h, -s.dil_w, s.R, s.S, rsc};
-      const acc_t* wg = wpack.data() + g * Cpad * KRS;
+      const acc_t* wg = wpack + g * Cpad * KRS;
       for (int64_t j = 0; j < npix; ++j) {
         const int64_t h = (hw0 + j) / s.W, w = (hw0 + j) % s.W;
         pofs[j] = h * xs.d2 + w * xs.d3;
       }
       scalar_t* xg = dx + n * xs.d0 + g * Cg * xs.d1;
       const acc_t* none = nullptr;
+      acc_t* direct = nullptr;  // as in the forward: the tile is dense in dx
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        const bool dense = pixels_major
+            ? xs.d1 == 1 && xs.d2 == s.W * xs.d3
+            : xs.d3 == 1 && xs.d2 == s.W;
+        if (dense) direct = xg + hw0 * (pixels_major ? xs.d3 : 1);
+      }
+      if (direct != nullptr) {
+        const int64_t ldo = pixels_major ? xs.d3 : xs.d1;
+        if (pixels_major) {
+          auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
+            pack_im2col(view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
+            return Panels<acc_t>{pbuf, MR * kc};
+          };
+          auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
+            return Panels<acc_t>{wg + jc * KRS + pc * NR, NR * KRS};
+          };
+          gemm_packed(kernel, npix, Cg, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
+                      direct, ldo, false);
+        } else {
+          auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
+            return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
+          };
+          auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+            pack_im2col(view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
+            return Panels<acc_t>{pbuf, NR * kc};
+          };
+          gemm_packed(kernel, Cg, npix, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
+                      direct, ldo, false);
+        }
+        continue;
+      }
       if (pixels_major) {
         auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-          pack_im2col(view, hw0 + ic, mc, pc, kc, true, MR, pbuf.data());
-          return Panels<acc_t>{pbuf.data(), MR * kc};
+          pack_im2col(view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
+          return Panels<acc_t>{pbuf, MR * kc};
         };
         auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
           return Panels<acc_t>{wg + jc * KRS + pc * NR, NR * KRS};
         };
         gemm_packed(
             kernel, npix, Cg, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
-            cbuf.data(), ldc, false);
-        store_tile(cbuf.data(), ldc, npix, Cg, pofs.data(), cofs.data(), none, none, xg);
+            cbuf, ldc, false);
+        store_tile(cbuf, ldc, npix, Cg, pofs.data(), cofs.data(), none, none, xg);
       } else {
         auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
           return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-          pack_im2col(view, hw0 + jc, nc, pc, kc, true, NR, pbuf.data());
-          return Panels<acc_t>{pbuf.data(), NR * kc};
+          pack_im2col(view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
+          return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(
             kernel, Cg, npix, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
-            cbuf.data(), ldc, false);
-        store_tile(cbuf.data(), ldc, Cg, npix, cofs.data(), pofs.data(), none, none, xg);
+            cbuf, ldc, false);
+        store_tile(cbuf, ldc, Cg, npix, cofs.data(), pofs.data(), none, none, xg);
       }
     }
   });
@@ -131,10 +164,10 @@ void backward_input_col2im(
   std::vector<int64_t> tofs(CRS), kofs(Kg);
   tap_offsets(Cg, s.R, s.S, wv.s1, wv.s2, wv.s3, false, tofs.data());
   for (int64_t k = 0; k < Kg; ++k) kofs[k] = k * wv.s0;
-  std::vector<acc_t> wpack(s.G * Tpad * Kg);
+  acc_t* const wpack = scratch<acc_t>(3, s.G * Tpad * Kg);
   pack_table_parallel(
       weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, tofs.data(), CRS,
-      kofs.data(), Kg, MR, wpack.data());
+      kofs.data(), Kg, MR, wpack);
 
   const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
   const Strides4 ys(grad_output);
@@ -145,33 +178,33 @@ void backward_input_col2im(
 
   at::parallel_for(0, s.N * s.G, 1, [&](int64_t begin, int64_t end) {
     const int64_t ldc = round_up(tile, NR);
-    std::vector<acc_t> cbuf(Tpad * ldc);
-    std::vector<acc_t> pbuf(ldc * std::min(KC, Kg));
-    std::vector<acc_t> image(Cg * HW);
+    acc_t* const cbuf = scratch<acc_t>(0, Tpad * ldc);
+    acc_t* const pbuf = scratch<acc_t>(1, ldc * std::min(KC, Kg));
+    acc_t* const image = scratch<acc_t>(2, Cg * HW);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.G, g = task % s.G;
-      std::fill(image.begin(), image.end(), acc_t(0));
+      std::fill(image, image + Cg * HW, acc_t(0));
       const Im2col<scalar_t> view{
           dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.Q,
           1, 1, 0, 0, 1, 1, 1, 1, false};
-      const acc_t* wg = wpack.data() + g * Tpad * Kg;
+      const acc_t* wg = wpack + g * Tpad * Kg;
       for (int64_t pq0 = 0; pq0 < PQ; pq0 += tile) {
         const int64_t npix = std::min(tile, PQ - pq0);
         auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
           return Panels<acc_t>{wg + ic * Kg + pc * MR, MR * Kg};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-          pack_im2col(view, pq0 + jc, nc, pc, kc, true, NR, pbuf.data());
-          return Panels<acc_t>{pbuf.data(), NR * kc};
+          pack_im2col(view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
+          return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(
             kernel, CRS, npix, Kg, Blocking{Tpad, ldc, KC}, pack_a, pack_b,
-            cbuf.data(), ldc, false);
+            cbuf, ldc, false);
         // col2im: tap (c, r, t) of pixel (p, q) lands on (h, w).
         for (int64_t tap = 0; tap < CRS; ++tap) {
           const int64_t c = tap / RS, r = (tap % RS) / s.S, t = tap % s.S;
-          const acc_t* crow = cbuf.data() + tap * ldc;
-          acc_t* img = image.data() + c * HW;
+          const acc_t* crow = cbuf + tap * ldc;
+          acc_t* img = image + c * HW;
           for (int64_t j = 0; j < npix; ++j) {
             const int64_t p = (pq0 + j) / s.Q, q = (pq0 + j) % s.Q;
             const int64_t h = p * s.stride_h - s.pad_h + r * s.dil_h;

@@ -32,8 +32,10 @@ struct Blocking {
   int64_t MC, NC, KC;  // MC a multiple of MR, NC of NR
 };
 
-// C must be padded to multiples of MR rows and NR columns (leading
-// dimension ldc): the micro-kernel only ever writes full tiles.
+// C is M x N with leading dimension ldc; it may be the destination tensor
+// itself. Full tiles go straight to C; edge tiles through a local tile, so
+// nothing past M x N is written (the packed panels are zero-padded, so the
+// kernel always runs full tiles).
 template <typename T, typename PackA, typename PackB>
 void gemm_packed(
     const GemmKernel<T>& kernel,
@@ -48,14 +50,27 @@ void gemm_packed(
     bool accumulate,
     bool b_outer = false) {
   const int64_t MR = kernel.mr, NR = kernel.nr;
+  constexpr int64_t kMaxTile = 6 * 32;  // the largest mr x nr of microkernel.h
   auto tile = [&](const Panels<T>& a, const Panels<T>& b, int64_t ic,
                   int64_t mc, int64_t jc, int64_t nc, int64_t kc, bool acc) {
     for (int64_t jr = 0; jr < nc; jr += NR) {
       const T* bp = b.ptr + (jr / NR) * b.stride;
+      const int64_t nv = std::min(NR, N - jc - jr);
       for (int64_t ir = 0; ir < mc; ir += MR) {
-        kernel.fn(
-            kc, a.ptr + (ir / MR) * a.stride, bp, C + (ic + ir) * ldc + jc + jr,
-            ldc, acc);
+        const int64_t mv = std::min(MR, M - ic - ir);
+        T* c = C + (ic + ir) * ldc + jc + jr;
+        const T* ap = a.ptr + (ir / MR) * a.stride;
+        if (mv == MR && nv == NR) {
+          kernel.fn(kc, ap, bp, c, ldc, acc);
+          continue;
+        }
+        T t[kMaxTile];
+        if (acc)
+          for (int64_t i = 0; i < mv; ++i)
+            for (int64_t j = 0; j < nv; ++j) t[i * NR + j] = c[i * ldc + j];
+        kernel.fn(kc, ap, bp, t, NR, acc);
+        for (int64_t i = 0; i < mv; ++i)
+          for (int64_t j = 0; j < nv; ++j) c[i * ldc + j] = t[i * NR + j];
       }
     }
   };

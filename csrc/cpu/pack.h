@@ -28,30 +28,38 @@ struct PanelBlock {
     return dst + (x / width) * width * depth + y * width + x % width;
   }
 
-  // Writes val(0 .. n-1) to (x0 .. x0+n-1, y): contiguous within a panel,
-  // a jump between panels.
-  template <typename F>
-  void run_x(int64_t x0, int64_t y, int64_t n, F&& val) const {
+  // Writes src[0], src[step], ... (n values) to (x0 .. x0+n-1, y), or zeros
+  // when src is null: contiguous within a panel, a jump between panels. The
+  // unit-step case is a plain converting copy the compiler vectorizes.
+  template <typename scalar_t>
+  void run_x(int64_t x0, int64_t y, int64_t n, const scalar_t* src, int64_t step) const {
     T* d = at(x0, y);
     int64_t room = width - x0 % width;
-    int64_t e = 0;
-    while (e < n) {
-      const int64_t len = std::min(room, n - e);
-      for (int64_t j = 0; j < len; ++j) {
-        d[j] = val(e + j);
+    while (n > 0) {
+      const int64_t len = std::min(room, n);
+      if (src == nullptr) {
+        for (int64_t j = 0; j < len; ++j) d[j] = T(0);
+      } else if (step == 1) {
+        for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(src[j]);
+        src += len;
+      } else {
+        for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(src[j * step]);
+        src += len * step;
       }
-      e += len;
+      n -= len;
       d += len + width * depth - width;
       room = width;
     }
   }
 
-  // Writes val(0 .. n-1) to (x, y0 .. y0+n-1): stride width.
-  template <typename F>
-  void run_y(int64_t x, int64_t y0, int64_t n, F&& val) const {
+  // The same to (x, y0 .. y0+n-1): stride width.
+  template <typename scalar_t>
+  void run_y(int64_t x, int64_t y0, int64_t n, const scalar_t* src, int64_t step) const {
     T* d = at(x, y0);
-    for (int64_t e = 0; e < n; ++e) {
-      d[e * width] = val(e);
+    if (src == nullptr) {
+      for (int64_t e = 0; e < n; ++e) d[e * width] = T(0);
+    } else {
+      for (int64_t e = 0; e < n; ++e) d[e * width] = static_cast<T>(src[e * step]);
     }
   }
 
@@ -134,6 +142,8 @@ inline void valid_range(int64_t w0, int64_t st, int64_t W, int64_t n, int64_t& l
 // Packs pixels m0 .. m0+mlen-1 by taps t0 .. t0+tlen-1 of the patch matrix.
 // pixels_x: pixels index the panel rows (x) and taps the depth; else the
 // reverse.
+// With depth_total > 0 the block is part of a deeper one (pixels of several
+// images along the depth): this call fills depth rows depth_off .. of it.
 template <typename acc_t, typename scalar_t>
 void pack_im2col(
     const Im2col<scalar_t>& g,
@@ -143,71 +153,102 @@ void pack_im2col(
     int64_t tlen,
     bool pixels_x,
     int64_t width,
-    acc_t* dst) {
-  const PanelBlock<acc_t> pb{dst, width, pixels_x ? tlen : mlen};
-  // A run of n elements for pixel index i and tap index t (relative).
-  auto run = [&](bool along_pixels, int64_t i, int64_t t, int64_t n, auto&& val) {
+    acc_t* dst,
+    int64_t depth_off = 0,
+    int64_t depth_total = 0) {
+  const PanelBlock<acc_t> pb{
+      dst, width, depth_total > 0 ? depth_total : (pixels_x ? tlen : mlen)};
+  // A run of n elements from src (step apart; zeros if null) for pixel
+  // index i and tap index t (relative), along pixels or along taps.
+  auto run = [&](bool along_pixels, int64_t i, int64_t t, int64_t n,
+                 const scalar_t* src, int64_t step) {
+    const int64_t x = pixels_x ? i : t, y = (pixels_x ? t : i) + depth_off;
     if (along_pixels == pixels_x) {
-      pb.run_x(pixels_x ? i : t, pixels_x ? t : i, n, val);
+      pb.run_x(x, y, n, src, step);
     } else {
-      pb.run_y(pixels_x ? i : t, pixels_x ? t : i, n, val);
+      pb.run_y(x, y, n, src, step);
     }
   };
-  auto zero = [](int64_t) { return acc_t(0); };
+  const scalar_t* none = nullptr;
   const int64_t RS = g.R * g.S;
   if (g.rsc) {
     // Runs of channels at one (pixel, r, s).
+    int64_t p = m0 / g.Q, q = m0 % g.Q;
     for (int64_t i = 0; i < mlen; ++i) {
-      const int64_t p = (m0 + i) / g.Q, q = (m0 + i) % g.Q;
       const int64_t h0 = p * g.st_h + g.off_h, w0 = q * g.st_w + g.off_w;
-      int64_t t = 0;
-      while (t < tlen) {
-        const int64_t rs = (t0 + t) / g.C, c = (t0 + t) % g.C;
+      int64_t rs = t0 / g.C, c = t0 % g.C;
+      for (int64_t t = 0; t < tlen;) {
         const int64_t n = std::min(g.C - c, tlen - t);
         const int64_t h = h0 + (rs / g.S) * g.dil_h;
         const int64_t w = w0 + (rs % g.S) * g.dil_w;
         if (h < 0 || h >= g.H || w < 0 || w >= g.W) {
-          run(false, i, t, n, zero);
+          run(false, i, t, n, none, 0);
         } else {
-          const scalar_t* s = g.src + h * g.sh + w * g.sw + c * g.sc;
-          const int64_t sc = g.sc;
-          run(false, i, t, n, [s, sc](int64_t e) { return static_cast<acc_t>(s[e * sc]); });
+          run(false, i, t, n, g.src + h * g.sh + w * g.sw + c * g.sc, g.sc);
         }
         t += n;
+        c = 0;
+        ++rs;
+      }
+      if (++q == g.Q) {
+        q = 0;
+        ++p;
       }
     }
   } else {
     // Runs of pixels along one output row at one tap (c, r, s).
+    const int64_t p0 = m0 / g.Q, q0 = m0 % g.Q;
+    int64_t c = t0 / RS, rs = t0 % RS;
     for (int64_t t = 0; t < tlen; ++t) {
-      const int64_t c = (t0 + t) / RS, rs = (t0 + t) % RS;
       const int64_t dh = (rs / g.S) * g.dil_h + g.off_h;
       const int64_t dw = (rs % g.S) * g.dil_w + g.off_w;
       const scalar_t* sc = g.src + c * g.sc;
-      int64_t i = 0;
-      while (i < mlen) {
-        const int64_t p = (m0 + i) / g.Q, q = (m0 + i) % g.Q;
+      int64_t p = p0, q = q0;
+      for (int64_t i = 0; i < mlen;) {
         const int64_t n = std::min(g.Q - q, mlen - i);
         const int64_t h = p * g.st_h + dh;
         if (h < 0 || h >= g.H) {
-          run(true, i, t, n, zero);
+          run(true, i, t, n, none, 0);
         } else {
           const int64_t w0 = q * g.st_w + dw;
           int64_t lo, hi;
           valid_range(w0, g.st_w, g.W, n, lo, hi);
-          if (lo > 0) run(true, i, t, lo, zero);
-          if (hi > lo) {
-            const scalar_t* s = sc + h * g.sh + (w0 + lo * g.st_w) * g.sw;
-            const int64_t step = g.st_w * g.sw;
-            run(true, i + lo, t, hi - lo,
-                [s, step](int64_t e) { return static_cast<acc_t>(s[e * step]); });
-          }
-          if (n > hi) run(true, i + hi, t, n - hi, zero);
+          if (lo > 0) run(true, i, t, lo, none, 0);
+          if (hi > lo)
+            run(true, i + lo, t, hi - lo, sc + h * g.sh + (w0 + lo * g.st_w) * g.sw,
+                g.st_w * g.sw);
+          if (n > hi) run(true, i + hi, t, n - hi, none, 0);
         }
         i += n;
+        q = 0;
+        ++p;
+      }
+      if (++rs == RS) {
+        rs = 0;
+        ++c;
       }
     }
   }
   pb.zero_tail(pixels_x ? mlen : tlen);
+}
+
+// pack_im2col over the depth range [d0, d0 + dlen) of pixels numbered
+// across images (n * PQ + pixel), view(n) giving image n's patch matrix:
+// the grad-weight reduction runs over all pixels of all images, and depth
+// blocks that span images keep its micro-kernel calls deep for late layers
+// with few pixels per image (7 x 7).
+template <typename acc_t, typename scalar_t, typename View>
+void pack_im2col_images(
+    View&& view, int64_t PQ, int64_t d0, int64_t dlen, int64_t t0, int64_t tlen,
+    int64_t width, acc_t* dst) {
+  int64_t done = 0;
+  while (done < dlen) {
+    const int64_t n = (d0 + done) / PQ, pq = (d0 + done) % PQ;
+    const int64_t len = std::min(PQ - pq, dlen - done);
+    const Im2col<scalar_t> g = view(n);
+    pack_im2col(g, pq, len, t0, tlen, false, width, dst, done, dlen);
+    done += len;
+  }
 }
 
 // Writes rows x cols of C (leading dimension ldc) to dst[ro[i] + co[j]],
