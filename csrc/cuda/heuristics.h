@@ -1,9 +1,9 @@
 // Which CUDA kernel runs a convolution pass, and how the grad-weight and
 // grad-bias reductions are split: every such decision, in one place.
 //
-// First rules, from the shape of the work rather than from timings; the
-// tile and split choices of the next round are to be measured (an H100,
-// benchmarks/), and this is the file that will change.
+// These rules are reasoned from the shape of the work and not yet measured;
+// measured tile and split choices (an H100, benchmarks/) will replace them
+// here.
 #pragma once
 
 #include <c10/core/ScalarType.h>
