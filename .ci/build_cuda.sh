@@ -57,7 +57,8 @@ import conv_ext
 import torch
 
 assert "site-packages" in conv_ext.__file__, f"imported the source tree, not the build: {conv_ext.__file__}"
-ops = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias"]
+ops = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
+       "conv2d_forward_activation", "activation_backward"]
 missing = [op for op in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(f"conv_ext::{op}", "CUDA")]
 assert not missing, f"no CUDA kernel for {missing}"
 print("CUDA kernels registered for", ", ".join(ops))

@@ -23,7 +23,8 @@ from ._ops import ops
 # Passes that are convolutions (GEMMs in disguise) and follow autocast's
 # lower-precision rule. conv2d_backward_bias is a plain reduction: it has no
 # autocast kernel and runs in the dtype it is given, as a sum would.
-_LOWER_PRECISION_OPS = ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight")
+_LOWER_PRECISION_OPS = (
+    "conv2d_forward", "conv2d_forward_activation", "conv2d_backward_input", "conv2d_backward_weight")
 
 _lib = torch.library.Library("conv_ext", "IMPL")  # noqa: TOR901 (kept alive by the module)
 

@@ -34,7 +34,7 @@ def _empty(size, like, fmt):
 
 
 @torch.library.register_fake("conv_ext::conv2d_forward")
-def _(input, weight, bias, stride, padding, dilation, groups):
+def _forward_fake(input, weight, bias, stride, padding, dilation, groups):
     torch._check(input.dim() == 4, lambda: "conv2d_forward: expected 4-D input")
     torch._check(weight.dim() == 4, lambda: "conv2d_forward: expected 4-D weight")
     _check_same("conv2d_forward", "input", input, "weight", weight)
@@ -45,6 +45,18 @@ def _(input, weight, bias, stride, padding, dilation, groups):
     p = _out_extent(h, r, stride[0], padding[0], dilation[0])
     q = _out_extent(w, s, stride[1], padding[1], dilation[1])
     return _empty((n, k, p, q), input, _memory_format(input, weight))
+
+
+@torch.library.register_fake("conv_ext::conv2d_forward_activation")
+def _(input, weight, bias, stride, padding, dilation, groups, activation, negative_slope):
+    return _forward_fake(input, weight, bias, stride, padding, dilation, groups)
+
+
+@torch.library.register_fake("conv_ext::activation_backward")
+def _(grad_output, output, activation, negative_slope):
+    _check_same("activation_backward", "grad_output", grad_output, "output", output)
+    torch._check(grad_output.shape == output.shape, lambda: "activation_backward: expected grad_output and output to have the same shape")
+    return _empty(output.shape, output, suggest_memory_format(output))
 
 
 @torch.library.register_fake("conv_ext::conv2d_backward_input")
@@ -141,8 +153,48 @@ def _backward_bias_backward(ctx, gg):
     return gg.reshape(1, -1, 1, 1).expand(ctx.shape)
 
 
+# The fused forward: the activation's gradient is read off the output.
+def _forward_activation_setup(ctx, inputs, output):
+    input, weight, _, stride, padding, dilation, groups, activation, negative_slope = inputs
+    ctx.save_for_backward(input, weight, output)
+    ctx.conf = (stride, padding, dilation, groups)
+    ctx.act = (activation, negative_slope)
+
+
+def _forward_activation_backward(ctx, grad_output):
+    input, weight, output = ctx.saved_tensors
+    grad_pre = ops.activation_backward(grad_output, output, *ctx.act)
+    return *conv2d_backward(grad_pre, input, weight, ctx.conf, ctx.needs_input_grad), *[None] * 6
+
+
+# activation_backward(g, y) = g * a'(y): linear in g; for y it needs a''
+# written in y (relu and leaky_relu: 0; sigmoid: 1 - 2y; tanh: -2y).
+def _activation_backward_setup(ctx, inputs, output):
+    grad_output, out, activation, negative_slope = inputs
+    ctx.save_for_backward(grad_output, out)
+    ctx.act = (activation, negative_slope)
+
+
+def _activation_backward_backward(ctx, gg):
+    grad_output, out = ctx.saved_tensors
+    activation, negative_slope = ctx.act
+    d_grad_output = d_out = None
+    if ctx.needs_input_grad[0]:
+        d_grad_output = ops.activation_backward(gg, out, activation, negative_slope)
+    if ctx.needs_input_grad[1]:
+        second = {"sigmoid": lambda y: 1 - 2 * y, "tanh": lambda y: -2 * y}.get(activation)
+        d_out = gg * grad_output * second(out) if second else torch.zeros_like(out)
+    return d_grad_output, d_out, None, None
+
+
 torch.library.register_autograd(
     "conv_ext::conv2d_forward", _forward_backward, setup_context=_forward_setup)
+torch.library.register_autograd(
+    "conv_ext::conv2d_forward_activation", _forward_activation_backward,
+    setup_context=_forward_activation_setup)
+torch.library.register_autograd(
+    "conv_ext::activation_backward", _activation_backward_backward,
+    setup_context=_activation_backward_setup)
 torch.library.register_autograd(
     "conv_ext::conv2d_backward_input", _backward_input_backward,
     setup_context=_backward_input_setup)

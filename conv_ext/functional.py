@@ -8,25 +8,50 @@ from ._ops import conv2d_backward, ops
 
 
 class Conv2dFunction(torch.autograd.Function):
-    """Binds conv2d_forward to its three backward ops; computes only the
+    """Binds conv2d_forward (or conv2d_forward_activation, when an activation
+    is fused into its epilogue) to the backward ops; computes only the
     gradients autograd asks for (ctx.needs_input_grad). Its backward is built
     from differentiable ops, so double backward works."""
 
     @staticmethod
-    def forward(input, weight, bias, stride, padding, dilation, groups):
-        return ops.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
+    def forward(input, weight, bias, stride, padding, dilation, groups, activation=None, negative_slope=0.01):
+        if activation is None:
+            return ops.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
+        return ops.conv2d_forward_activation(
+            input, weight, bias, stride, padding, dilation, groups, activation, negative_slope)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, _, *conf = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.conf = conf
+        input, weight, _, stride, padding, dilation, groups, *act = inputs
+        ctx.conf = (stride, padding, dilation, groups)
+        ctx.activation = (act + [None])[0]
+        ctx.negative_slope = (act + [None, 0.01])[1]
+        if ctx.activation is None:
+            ctx.save_for_backward(input, weight)
+        else:  # the activation's gradient is read off the output
+            ctx.save_for_backward(input, weight, output)
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
+        input, weight, *output = ctx.saved_tensors
+        if ctx.activation is not None:
+            grad_output = ops.activation_backward(grad_output, output[0], ctx.activation, ctx.negative_slope)
         grads = conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad)
-        return *grads, None, None, None, None
+        return *grads, *[None] * (len(ctx.needs_input_grad) - 3)
+
+
+ACTIVATIONS = (None, "relu", "leaky_relu", "sigmoid", "tanh")
+
+
+def check_activation(activation, negative_slope):
+    """Validates the fused-activation arguments of conv2d and MyConv2d."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"expected activation to be one of {ACTIVATIONS}, got {activation!r}")
+    if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool):
+        raise TypeError(f"expected negative_slope to be a number, got {negative_slope!r}")
+    if activation == "leaky_relu" and negative_slope < 0:
+        raise ValueError(
+            f"expected negative_slope >= 0 for a fused leaky_relu (its gradient is read off the output), got {negative_slope}")
 
 
 def _pair(name, value, minimum):
@@ -54,13 +79,19 @@ def _same_padding(weight, dilation):
     return sym, extra
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+           negative_slope=0.01):
     """Applies a 2-D convolution with conv_ext's kernels.
 
     Same signature, semantics, output shape and dtype as
     torch.nn.functional.conv2d: input (N, C, H, W) or unbatched (C, H, W);
     weight (K, C/groups, R, S); optional bias (K,); stride, padding and
     dilation an int or a pair; padding also 'valid' or 'same'.
+
+    activation ('relu', 'leaky_relu' with negative_slope, 'sigmoid', 'tanh')
+    is applied in the kernel's epilogue, and its gradient computed from the
+    output in backward: the same result as the activation applied after the
+    convolution, without a second pass over the output.
     """
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"conv2d: expected input to be a Tensor, got {type(input).__name__}")
@@ -68,12 +99,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise TypeError(f"conv2d: expected weight to be a Tensor, got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"conv2d: expected bias to be a Tensor or None, got {type(bias).__name__}")
+    for name, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is not None and t.layout != torch.strided:
+            raise RuntimeError(f"conv2d: expected {name} to be a dense (strided) tensor, got layout {t.layout}")
     if not isinstance(groups, int) or isinstance(groups, bool):
         raise TypeError(f"conv2d: expected groups to be an int, got {groups!r}")
     if groups < 1:
         raise ValueError(f"conv2d: expected groups > 0, got {groups}")
     stride = _pair("stride", stride, 1)
     dilation = _pair("dilation", dilation, 1)
+    check_activation(activation, negative_slope)
     # Cast here, not inside Conv2dFunction: the Function must save the tensors
     # its ops compute with, and the casts must be recorded for autograd.
     input, weight, bias = cast_inputs(input.device.type, input, weight, bias)
@@ -102,5 +137,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     else:
         padding = _pair("padding", padding, 0)
 
-    out = Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
+    if activation is None:
+        out = Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
+    else:
+        out = Conv2dFunction.apply(
+            input, weight, bias, stride, padding, dilation, groups, activation, float(negative_slope))
     return out.squeeze(0) if unbatched else out

@@ -3,7 +3,7 @@ replace_conv2d, which swaps it into an existing model."""
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import conv2d
+from .functional import check_activation, conv2d
 
 
 class MyConv2d(nn.Conv2d):
@@ -12,13 +12,32 @@ class MyConv2d(nn.Conv2d):
     Constructor, defaults, parameters, initialisation, repr and state_dict are
     nn.Conv2d's own, so checkpoints load either way and isinstance(m,
     nn.Conv2d) holds.
+
+    The keyword-only `activation` ('relu', 'leaky_relu', 'sigmoid', 'tanh';
+    default None keeps it a plain Conv2d) fuses that activation into the
+    kernel, `negative_slope` being leaky_relu's.
     """
 
+    def __init__(self, *args, activation=None, negative_slope=0.01, **kwargs):
+        check_activation(activation, negative_slope)
+        super().__init__(*args, **kwargs)
+        self.activation = activation
+        self.negative_slope = negative_slope
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        if self.activation is not None:
+            s += f", activation={self.activation!r}"
+            if self.activation == "leaky_relu":
+                s += f", negative_slope={self.negative_slope}"
+        return s
+
     def _conv_forward(self, input, weight, bias):
+        act = dict(activation=self.activation, negative_slope=self.negative_slope)
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups, **act)
+        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups, **act)
 
     @classmethod
     def from_conv2d(cls, conv):

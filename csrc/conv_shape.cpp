@@ -147,7 +147,13 @@ ConvShape make_shape(
 
   s.P = output_extent(op, "height", s.H, s.R, s.stride_h, s.pad_h, s.dil_h);
   s.Q = output_extent(op, "width", s.W, s.S, s.stride_w, s.pad_w, s.dil_w);
-  checked_numel(op, "number of output elements", {s.N, s.K, s.P, s.Q});
+  const int64_t out_numel =
+      checked_numel(op, "number of output elements", {s.N, s.K, s.P, s.Q});
+  // Caught here, not by the allocator, so the message names the output.
+  TORCH_CHECK(
+      out_numel <= (int64_t{1} << 59), op, ": output of shape ",
+      at::IntArrayRef({s.N, s.K, s.P, s.Q}),
+      " is too large to allocate (its size in bytes overflows int64)");
   return s;
 }
 
@@ -231,6 +237,19 @@ ConvShape check_backward_weight(
 void check_backward_bias(const at::Tensor& grad_output) {
   check_tensor(
       "conv2d_backward_bias", "grad_output", grad_output, 4, "(N, K, P, Q)");
+}
+
+void check_activation_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& output) {
+  const char* op = "activation_backward";
+  check_tensor(op, "grad_output", grad_output, 4, "(N, K, P, Q)");
+  check_tensor(op, "output", output, 4, "(N, K, P, Q)");
+  check_same(op, "grad_output", grad_output, "output", output);
+  TORCH_CHECK(
+      grad_output.sizes() == output.sizes(), op,
+      ": expected grad_output and output to have the same shape, got ",
+      grad_output.sizes(), " and ", output.sizes());
 }
 
 c10::MemoryFormat output_memory_format(

@@ -58,6 +58,11 @@ ConvShape check_backward_weight(
 
 void check_backward_bias(const at::Tensor& grad_output);
 
+// activation_backward: grad_output and output of one fused forward.
+void check_activation_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& output);
+
 // The memory format nn.Conv2d gives its result: channels_last when either
 // operand is channels_last, as ATen's backends decide.
 c10::MemoryFormat output_memory_format(

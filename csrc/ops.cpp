@@ -24,4 +24,14 @@ TORCH_LIBRARY(conv_ext, m) {
       "int[4] weight_size, int[2] stride, int[2] padding, int[2] dilation, "
       "int groups) -> Tensor");
   m.def("conv2d_backward_bias(Tensor grad_output) -> Tensor");
+  // conv2d_forward with an activation applied in the kernel's epilogue
+  // ('none', 'relu', 'leaky_relu', 'sigmoid', 'tanh'), and the activation's
+  // gradient computed from that output.
+  m.def(
+      "conv2d_forward_activation(Tensor input, Tensor weight, Tensor? bias, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, "
+      "str activation, float negative_slope) -> Tensor");
+  m.def(
+      "activation_backward(Tensor grad_output, Tensor output, str activation, "
+      "float negative_slope) -> Tensor");
 }

@@ -35,6 +35,8 @@ OP_CASES = [
     (lambda: fwd(dilation=(1, 4)), r"kernel width \(9 after dilation\)"),
     (lambda: fwd(padding=(2**62, 0)), "overflows int64"),
     (lambda: fwd(w=w4.to("meta")), "expected input and weight to be on the same device"),
+    (lambda: fwd(x=torch.ones(1, 1, 1, 1, **F64).expand(1, 1, 1, 2**60), w=torch.ones(2, 1, 1, 1, **F64), b=None),
+     r"output of shape \[1, 2, 1, 1152921504606846976\] is too large"),
     (lambda: ops.conv2d_backward_input(gy, w4, [1, 4, 6], *ONE), "expected input_size to have 4 values"),
     (lambda: ops.conv2d_backward_input(gy, w4, [1, 4, 7, 7], *ONE), r"expected grad_output of shape \[1, 2, 5, 5\]"),
     (lambda: ops.conv2d_backward_input(gy, w4, [1, 4, -6, 6], *ONE), "expected input sizes >= 0"),
@@ -66,6 +68,7 @@ API_CASES = [
     (lambda: conv_ext.conv2d(x4, w4, groups="2"), TypeError, "expected groups to be an int"),
     (lambda: conv_ext.conv2d(x4, w4, groups=0), ValueError, "expected groups > 0"),
     (lambda: conv_ext.conv2d(x4[0, 0], w4), RuntimeError, "expected 3-D .* or 4-D"),
+    (lambda: conv_ext.conv2d(x4.to_sparse(), w4), RuntimeError, "expected input to be a dense .strided. tensor"),
     (lambda: conv_ext.MyConv2d(4, 2, 3, padding_mode="mirror"), ValueError, "padding_mode"),
     (lambda: conv_ext.MyConv2d(4, 2, 3, groups=3), ValueError, "in_channels must be divisible by groups"),
 ]

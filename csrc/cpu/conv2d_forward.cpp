@@ -18,9 +18,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "../activation.h"
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 #include "depthwise_direct.h"
+#include "epilogue.h"
 #include "heuristic.h"
 
 namespace conv_ext::cpu {
@@ -33,7 +35,8 @@ void forward_gemm(
     const std::optional<at::Tensor>& bias,
     const ConvShape& s,
     at::Tensor& output,
-    Isa isa) {
+    Isa isa,
+    const Epilogue& epilogue) {
   using acc_t = at::opmath_type<scalar_t>;
   const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
@@ -133,6 +136,7 @@ void forward_gemm(
           gemm_packed(kernel, Kg, npix, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
                       direct, ldo, true);
         }
+        activate_tile(yg + pq0 * ys.d3, Kg, npix, ys.d1, ys.d3, epilogue);
         continue;
       }
       if (pixels_major) {
@@ -164,18 +168,22 @@ void forward_gemm(
             cbuf, ldc, Kg, npix, cofs.data(), pofs.data(),
             b.data() + g * Kg, static_cast<const acc_t*>(nullptr), yg);
       }
+      // The output is freshly allocated, dense in its memory format, so the
+      // tile's pixels are ys.d3 apart.
+      activate_tile(yg + pq0 * ys.d3, Kg, npix, ys.d1, ys.d3, epilogue);
     }
   });
 }
 
-at::Tensor conv2d_forward_cpu(
+at::Tensor forward_with_epilogue(
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias,
     at::IntArrayRef stride,
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
-    int64_t groups) {
+    int64_t groups,
+    const Epilogue& epilogue) {
   const ConvShape s =
       check_forward(input, weight, bias, stride, padding, dilation, groups);
   at::Tensor output = at::empty(
@@ -189,12 +197,40 @@ at::Tensor conv2d_forward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cpu", [&] {
         if (direct) {
-          depthwise_direct_forward<scalar_t>(input, weight, bias, s, output, isa);
+          depthwise_direct_forward<scalar_t>(
+              input, weight, bias, s, output, isa, epilogue);
         } else {
-          forward_gemm<scalar_t>(input, weight, bias, s, output, isa);
+          forward_gemm<scalar_t>(input, weight, bias, s, output, isa, epilogue);
         }
       });
   return output;
+}
+
+at::Tensor conv2d_forward_cpu(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups) {
+  return forward_with_epilogue(
+      input, weight, bias, stride, padding, dilation, groups, Epilogue{});
+}
+
+at::Tensor conv2d_forward_activation_cpu(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    c10::string_view activation,
+    double negative_slope) {
+  return forward_with_epilogue(
+      input, weight, bias, stride, padding, dilation, groups,
+      make_epilogue(std::string(activation), negative_slope));
 }
 
 }  // namespace
@@ -202,4 +238,7 @@ at::Tensor conv2d_forward_cpu(
 
 TORCH_LIBRARY_IMPL(conv_ext, CPU, m) {
   m.impl("conv2d_forward", &conv_ext::cpu::conv2d_forward_cpu);
+  m.impl(
+      "conv2d_forward_activation",
+      &conv_ext::cpu::conv2d_forward_activation_cpu);
 }

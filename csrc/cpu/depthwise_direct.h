@@ -22,6 +22,7 @@
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 #include "direct_rows.h"
+#include "epilogue.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {
@@ -92,7 +93,8 @@ void depthwise_direct_forward(
     const std::optional<at::Tensor>& bias,
     const ConvShape& s,
     at::Tensor& output,
-    Isa isa) {
+    Isa isa,
+    const Epilogue& epilogue) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   std::vector<acc_t> wts(s.K * CRS);
@@ -126,6 +128,10 @@ void depthwise_direct_forward(
           isa, geom, pg, Cg, x + n * xs.d0 + g * Cg * xs.d1, xs, s.H, s.W, Kg,
           wts.data() + g * Kg * CRS, b.data() + g * Kg,
           y + n * ys.d0 + g * Kg * ys.d1, ys, planes, out);
+      // The output is freshly allocated and dense: a plane's pixels are
+      // ys.d3 apart.
+      activate_tile(
+          y + n * ys.d0 + g * Kg * ys.d1, Kg, s.P * s.Q, ys.d1, ys.d3, epilogue);
     }
   });
 }

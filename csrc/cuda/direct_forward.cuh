@@ -10,6 +10,7 @@
 
 #include <ATen/OpMathType.h>
 
+#include "../activation.h"
 #include "conv_params.cuh"
 
 namespace conv_ext::cuda {
@@ -29,6 +30,7 @@ struct DirectForwardParams {
   int64_t total;      // N*K*P*Q
   bool channels_last;  // output order N P Q K rather than N K P Q
   Divmod<index_t> k_div, p_div, q_div, kg_div;
+  Epilogue epilogue;  // activation applied before the store
 };
 
 template <typename scalar_t, typename index_t>
@@ -37,8 +39,10 @@ DirectForwardParams<scalar_t, index_t> make_direct_forward_params(
     const at::Tensor& weight,
     const at::Tensor& bias,
     const ConvShape& s,
-    at::Tensor& output) {
+    at::Tensor& output,
+    const Epilogue& epilogue) {
   DirectForwardParams<scalar_t, index_t> p{};
+  p.epilogue = epilogue;
   p.input = input.const_data_ptr<scalar_t>();
   p.xs = strides_of(input);
   p.weight = weight.const_data_ptr<scalar_t>();
@@ -126,7 +130,7 @@ __global__ void __launch_bounds__(kDirectThreads)
     }
     p.output
         [int64_t(n) * p.ys.d0 + int64_t(k) * p.ys.d1 + int64_t(pp) * p.ys.d2 +
-         int64_t(qq) * p.ys.d3] = static_cast<scalar_t>(acc);
+         int64_t(qq) * p.ys.d3] = static_cast<scalar_t>(activate(acc, p.epilogue));
   }
 }
 

@@ -22,7 +22,8 @@ void launch_forward(
     const at::Tensor& bias,
     const ConvShape& s,
     ConvAlgo algo,
-    at::Tensor& output) {
+    at::Tensor& output,
+    const Epilogue& epilogue = Epilogue{}) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cuda",
       [&] {
@@ -30,25 +31,25 @@ void launch_forward(
           const int64_t total = output.numel();
           if (fits_uint31(total)) {
             auto p = make_direct_forward_params<scalar_t, uint32_t>(
-                input, weight, bias, s, output);
+                input, weight, bias, s, output, epilogue);
             launch(direct_forward_kernel<scalar_t, uint32_t>,
                    grid_stride_blocks(total, kDirectThreads), kDirectThreads, p);
           } else {
             auto p = make_direct_forward_params<scalar_t, int64_t>(
-                input, weight, bias, s, output);
+                input, weight, bias, s, output, epilogue);
             launch(direct_forward_kernel<scalar_t, int64_t>,
                    grid_stride_blocks(total, kDirectThreads), kDirectThreads, p);
           }
         } else if (algo == ConvAlgo::kGemmLarge) {
           using T = LargeTileFor<scalar_t>;
           auto p = make_forward_gemm_params<T, scalar_t>(
-              input, weight, bias, s, output);
+              input, weight, bias, s, output, epilogue);
           launch(implicit_gemm_forward_kernel<scalar_t, T>,
                  forward_gemm_blocks<T>(p), T::kThreads, p);
         } else {
           using T = SmallTile;
           auto p = make_forward_gemm_params<T, scalar_t>(
-              input, weight, bias, s, output);
+              input, weight, bias, s, output, epilogue);
           launch(implicit_gemm_forward_kernel<scalar_t, T>,
                  forward_gemm_blocks<T>(p), T::kThreads, p);
         }

@@ -10,8 +10,9 @@ void forward(
     const at::Tensor& bias,
     const ConvShape& s,
     ConvAlgo algo,
-    at::Tensor& output) {
-  launch_forward(CudaLaunch{}, input, weight, bias, s, algo, output);
+    at::Tensor& output,
+    const Epilogue& epilogue) {
+  launch_forward(CudaLaunch{}, input, weight, bias, s, algo, output, epilogue);
 }
 
 }  // namespace conv_ext::cuda

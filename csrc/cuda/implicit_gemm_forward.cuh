@@ -8,6 +8,7 @@
 
 #include <ATen/OpMathType.h>
 
+#include "../activation.h"
 #include "conv_params.cuh"
 #include "gemm_tile.cuh"
 
@@ -29,6 +30,7 @@ struct ForwardGemmParams {
   uint32_t crs;     // C/G*R*S, < 2^30 (checked by the op entry)
   uint32_t rs;      // R*S
   FastDivmod rs_div, s_div;
+  Epilogue epilogue;  // activation applied before the store
 };
 
 template <class T, typename scalar_t>
@@ -37,8 +39,10 @@ ForwardGemmParams<scalar_t> make_forward_gemm_params(
     const at::Tensor& weight,
     const at::Tensor& bias,
     const ConvShape& s,
-    at::Tensor& output) {
+    at::Tensor& output,
+    const Epilogue& epilogue) {
   ForwardGemmParams<scalar_t> p{};
+  p.epilogue = epilogue;
   p.input = input.const_data_ptr<scalar_t>();
   p.xs = strides_of(input);
   p.weight = weight.const_data_ptr<scalar_t>();
@@ -145,7 +149,8 @@ __global__ void __launch_bounds__(T::kThreads)
   const int64_t steps = (p.crs + T::BK - 1) / T::BK;
   gemm_mainloop<T>(steps, sm, acc, fetch, stash);
 
-  // Epilogue: add the bias, convert, store through the output's strides.
+  // Epilogue: add the bias, activate, convert, store through the output's
+  // strides.
   const int tm = tid % T::kRowThreads;
   const int tn = tid / T::kRowThreads;
 #pragma unroll
@@ -170,7 +175,7 @@ __global__ void __launch_bounds__(T::kThreads)
       if (p.bias != nullptr) {
         v += static_cast<acc_t>(p.bias[kf * p.bias_stride]);
       }
-      y[kf * p.ys.d1] = static_cast<scalar_t>(v);
+      y[kf * p.ys.d1] = static_cast<scalar_t>(activate(v, p.epilogue));
     }
   }
 }

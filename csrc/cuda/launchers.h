@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "../activation.h"
 #include "../conv_shape.h"
 #include "heuristics.h"
 
@@ -19,7 +20,8 @@ void forward(
     const at::Tensor& bias,
     const ConvShape& s,
     ConvAlgo algo,
-    at::Tensor& output);
+    at::Tensor& output,
+    const Epilogue& epilogue);
 
 void backward_input(
     const at::Tensor& grad_output,
@@ -36,5 +38,13 @@ void backward_weight(
     at::Tensor& grad_weight);
 
 void backward_bias(const at::Tensor& grad_output, at::Tensor& grad_bias);
+
+// grad_input = grad_output * act'(output), elementwise; all three tensors
+// dense in one memory format.
+void activation_backward(
+    const at::Tensor& grad_output,
+    const at::Tensor& output,
+    const Epilogue& epilogue,
+    at::Tensor& grad_input);
 
 }  // namespace conv_ext::cuda
