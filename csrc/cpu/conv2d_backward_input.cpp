@@ -36,6 +36,7 @@ void backward_input_gather(
     Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
   const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), KRS = Kg * s.R * s.S;
   const int64_t HW = s.H * s.W;
@@ -95,7 +96,7 @@ void backward_input_gather(
         const int64_t ldo = pixels_major ? xs.d3 : xs.d1;
         if (pixels_major) {
           auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-            pack_im2col(view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
+            pack_patches(vec_isa, view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
             return Panels<acc_t>{pbuf, MR * kc};
           };
           auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
@@ -108,7 +109,7 @@ void backward_input_gather(
             return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
           };
           auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-            pack_im2col(view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
+            pack_patches(vec_isa, view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
             return Panels<acc_t>{pbuf, NR * kc};
           };
           gemm_packed(kernel, Cg, npix, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
@@ -118,7 +119,7 @@ void backward_input_gather(
       }
       if (pixels_major) {
         auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-          pack_im2col(view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
+          pack_patches(vec_isa, view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
           return Panels<acc_t>{pbuf, MR * kc};
         };
         auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
@@ -133,7 +134,7 @@ void backward_input_gather(
           return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-          pack_im2col(view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
+          pack_patches(vec_isa, view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
           return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(
@@ -154,6 +155,7 @@ void backward_input_col2im(
     Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
   const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   const int64_t PQ = s.P * s.Q, HW = s.H * s.W, RS = s.R * s.S;
@@ -194,7 +196,7 @@ void backward_input_col2im(
           return Panels<acc_t>{wg + ic * Kg + pc * MR, MR * Kg};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-          pack_im2col(view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
+          pack_patches(vec_isa, view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
           return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(

@@ -36,6 +36,7 @@ void backward_weight_gemm(
     Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
   const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   const int64_t PQ = s.P * s.Q, depth = s.N * PQ;
@@ -89,11 +90,11 @@ void backward_weight_gemm(
         if (rsc) {
           // dW[Kg x taps t0..t1) = dy[Kg x pixels] * patches[pixels x taps]
           auto pack_a = [&](int64_t, int64_t mc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(grads, PQ, pc, kc, 0, mc, MR, abuf);
+            pack_im2col_images<acc_t, scalar_t>(vec_isa, grads, PQ, pc, kc, 0, mc, MR, abuf);
             return Panels<acc_t>{abuf, MR * kc};
           };
           auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(patches, PQ, pc, kc, t0 + jc, nc, NR, bbuf);
+            pack_im2col_images<acc_t, scalar_t>(vec_isa, patches, PQ, pc, kc, t0 + jc, nc, NR, bbuf);
             return Panels<acc_t>{bbuf, NR * kc};
           };
           gemm_packed(kernel, M, t1 - t0, depth, Blocking{MC, NC, KC}, pack_a, pack_b,
@@ -101,11 +102,11 @@ void backward_weight_gemm(
         } else {
           // dW^T[taps t0..t1) x Kg] = patches^T[taps x pixels] * dy^T[pixels x Kg]
           auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(patches, PQ, pc, kc, t0 + ic, mc, MR, abuf);
+            pack_im2col_images<acc_t, scalar_t>(vec_isa, patches, PQ, pc, kc, t0 + ic, mc, MR, abuf);
             return Panels<acc_t>{abuf, MR * kc};
           };
           auto pack_b = [&](int64_t, int64_t nc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(grads, PQ, pc, kc, 0, nc, NR, bbuf);
+            pack_im2col_images<acc_t, scalar_t>(vec_isa, grads, PQ, pc, kc, 0, nc, NR, bbuf);
             return Panels<acc_t>{bbuf, NR * kc};
           };
           gemm_packed(kernel, t1 - t0, N, depth, Blocking{MC, NC, KC}, pack_a, pack_b,

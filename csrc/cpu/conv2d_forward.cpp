@@ -39,6 +39,7 @@ void forward_gemm(
     const Epilogue& epilogue) {
   using acc_t = at::opmath_type<scalar_t>;
   const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
+  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   const int64_t PQ = s.P * s.Q;
@@ -114,7 +115,7 @@ void forward_gemm(
           for (int64_t k = 0; k < Kg; ++k) std::fill_n(direct + k * ldo, npix, bg[k]);
         }
         auto pack_im = [&](int64_t m0, int64_t len, int64_t pc, int64_t kc, int64_t w) {
-          pack_im2col(view, pq0 + m0, len, pc, kc, true, w, pbuf);
+          pack_patches(vec_isa, view, pq0 + m0, len, pc, kc, true, w, pbuf);
           return Panels<acc_t>{pbuf, w * kc};
         };
         if (pixels_major) {
@@ -141,7 +142,7 @@ void forward_gemm(
       }
       if (pixels_major) {
         auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-          pack_im2col(view, pq0 + ic, mc, pc, kc, true, MR, pbuf);
+          pack_patches(vec_isa, view, pq0 + ic, mc, pc, kc, true, MR, pbuf);
           return Panels<acc_t>{pbuf, MR * kc};
         };
         auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
@@ -158,7 +159,7 @@ void forward_gemm(
           return Panels<acc_t>{wg + ic * CRS + pc * MR, MR * CRS};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-          pack_im2col(view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
+          pack_patches(vec_isa, view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
           return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace conv_ext::cpu {
@@ -232,6 +233,33 @@ void pack_im2col(
   pb.zero_tail(pixels_x ? mlen : tlen);
 }
 
+// Vector instances (pack_vec.cpp); isa: 1 = AVX2 + FMA, 2 = AVX-512F.
+void pack_im2col_vec(
+    int isa, const Im2col<float>& g, int64_t m0, int64_t mlen, int64_t t0,
+    int64_t tlen, bool pixels_x, int64_t width, float* dst, int64_t depth_off,
+    int64_t depth_total);
+void pack_im2col_vec(
+    int isa, const Im2col<double>& g, int64_t m0, int64_t mlen, int64_t t0,
+    int64_t tlen, bool pixels_x, int64_t width, double* dst, int64_t depth_off,
+    int64_t depth_total);
+
+// pack_im2col in the widest vector build the CPU runs (vec_isa: 0 scalar,
+// 1 AVX2, 2 AVX-512F) where source and panels share a type.
+template <typename acc_t, typename scalar_t>
+void pack_patches(
+    int vec_isa, const Im2col<scalar_t>& g, int64_t m0, int64_t mlen, int64_t t0,
+    int64_t tlen, bool pixels_x, int64_t width, acc_t* dst, int64_t depth_off = 0,
+    int64_t depth_total = 0) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    if (vec_isa > 0) {
+      pack_im2col_vec(vec_isa, g, m0, mlen, t0, tlen, pixels_x, width, dst, depth_off,
+                      depth_total);
+      return;
+    }
+  }
+  pack_im2col(g, m0, mlen, t0, tlen, pixels_x, width, dst, depth_off, depth_total);
+}
+
 // pack_im2col over the depth range [d0, d0 + dlen) of pixels numbered
 // across images (n * PQ + pixel), view(n) giving image n's patch matrix:
 // the grad-weight reduction runs over all pixels of all images, and depth
@@ -239,14 +267,14 @@ void pack_im2col(
 // with few pixels per image (7 x 7).
 template <typename acc_t, typename scalar_t, typename View>
 void pack_im2col_images(
-    View&& view, int64_t PQ, int64_t d0, int64_t dlen, int64_t t0, int64_t tlen,
-    int64_t width, acc_t* dst) {
+    int vec_isa, View&& view, int64_t PQ, int64_t d0, int64_t dlen, int64_t t0,
+    int64_t tlen, int64_t width, acc_t* dst) {
   int64_t done = 0;
   while (done < dlen) {
     const int64_t n = (d0 + done) / PQ, pq = (d0 + done) % PQ;
     const int64_t len = std::min(PQ - pq, dlen - done);
     const Im2col<scalar_t> g = view(n);
-    pack_im2col(g, pq, len, t0, tlen, false, width, dst, done, dlen);
+    pack_patches(vec_isa, g, pq, len, t0, tlen, false, width, dst, done, dlen);
     done += len;
   }
 }
