@@ -23,7 +23,7 @@ void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad
   // independent add chains instead of one latency-bound chain (a 4-cycle
   // add per element), and still one fixed order.
   constexpr int64_t kLanes = 8;
-  at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, K, grain_for(N * P * Q), [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       double part[kLanes] = {};
       for (int64_t n = 0; n < N; ++n)

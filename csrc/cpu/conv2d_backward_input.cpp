@@ -63,7 +63,7 @@ void backward_input_gather(
   const int64_t tiles = (HW + tile - 1) / tile;
   const int64_t KC = kernel.kc;
 
-  at::parallel_for(0, s.N * s.G * tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.G * tiles, grain_for(tile * KRS * Cg), [&](int64_t begin, int64_t end) {
     const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Cg, MR);
     const int64_t ldc = pixels_major ? round_up(Cg, NR) : round_up(tile, NR);
     acc_t* const cbuf = scratch<acc_t>(0, rows * ldc);
@@ -178,7 +178,7 @@ void backward_input_col2im(
   const int64_t tile = std::min<int64_t>(kMaxTilePixels, round_up(PQ, NR));
   const int64_t KC = kernel.kc;
 
-  at::parallel_for(0, s.N * s.G, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.G, grain_for(PQ * CRS * Kg), [&](int64_t begin, int64_t end) {
     const int64_t ldc = round_up(tile, NR);
     acc_t* const cbuf = scratch<acc_t>(0, Tpad * ldc);
     acc_t* const pbuf = scratch<acc_t>(1, ldc * std::min(KC, Kg));

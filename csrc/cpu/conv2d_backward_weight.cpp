@@ -52,8 +52,9 @@ void backward_weight_gemm(
   // order whatever the thread count.
   const int64_t twidth = rsc ? NR : MR;
   const int64_t tpanels = (CRS + twidth - 1) / twidth;
-  const int64_t parts = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), s.G * tpanels));
+  const int64_t parts = grain_for(depth * CRS * Kg * s.G) > 1
+      ? 1
+      : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), s.G * tpanels));
   acc_t* const acc = scratch<acc_t>(3, s.G * gsize);
 
   const scalar_t* x = input.const_data_ptr<scalar_t>();
@@ -127,7 +128,7 @@ void backward_weight_gemm(
   // r50_res5_3x3's 22 ms grad weight went to cache misses there).
   constexpr int64_t kBk = 32, kBt = 64;
   const int64_t kblocks = (Kg + kBk - 1) / kBk;
-  at::parallel_for(0, s.G * kblocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.G * kblocks, grain_for(kBk * CRS), [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / kblocks, k0 = (task % kblocks) * kBk;
       const int64_t k1 = std::min(Kg, k0 + kBk);

@@ -73,7 +73,7 @@ void forward_gemm(
   const int64_t tiles = (PQ + tile - 1) / tile;
   const int64_t KC = kernel.kc;
 
-  at::parallel_for(0, s.N * s.G * tiles, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.G * tiles, grain_for(tile * CRS * Kg), [&](int64_t begin, int64_t end) {
     const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Kg, MR);
     const int64_t ldc = pixels_major ? round_up(Kg, NR) : round_up(tile, NR);
     acc_t* const cbuf = scratch<acc_t>(0, rows * ldc);

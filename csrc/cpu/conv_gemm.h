@@ -30,6 +30,15 @@ T* scratch(int slot, int64_t n) {
   return v.data();
 }
 
+// Grain for at::parallel_for over items of `work` multiply-adds each: a
+// parallel region costs ~10-30 us to open on a busy 2-core machine, more
+// than the seed shapes' whole passes, so below ~64 K multiply-adds per
+// thread the work stays on the calling thread.
+inline int64_t grain_for(int64_t work) {
+  constexpr int64_t kMinWork = 1 << 16;
+  return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work));
+}
+
 // Element strides of a 4-D tensor, in its logical dimension order.
 struct Strides4 {
   int64_t d0, d1, d2, d3;

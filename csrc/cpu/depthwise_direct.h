@@ -120,7 +120,8 @@ void depthwise_direct_forward(
   const DirectGeom geom = direct_geom(
       s.P, s.Q, s.stride_h, -s.pad_h, s.dil_h, s.R, s.stride_w, -s.pad_w, s.dil_w,
       s.S, pg);
-  at::parallel_for(0, s.N * s.G, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = grain_for(Kg * CRS * s.P * s.Q);
+  at::parallel_for(0, s.N * s.G, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> planes(Cg * geom.plane), out(s.P * s.Q);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.G, g = task % s.G;
@@ -168,7 +169,8 @@ void depthwise_direct_backward_input(
     PadGeom pg;
     const DirectGeom geom = direct_geom(
         s.H, s.W, 1, s.pad_h, -s.dil_h, s.R, 1, s.pad_w, -s.dil_w, s.S, pg);
-    at::parallel_for(0, s.N * s.G, 1, [&](int64_t begin, int64_t end) {
+    const int64_t grain = grain_for(Cg * KRS * s.H * s.W);
+    at::parallel_for(0, s.N * s.G, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> planes(Kg * geom.plane), out(s.H * s.W);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / s.G, g = task % s.G;
@@ -180,7 +182,7 @@ void depthwise_direct_backward_input(
     });
     return;
   }
-  at::parallel_for(0, s.N * s.C, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.C, grain_for(KRS * s.H * s.W), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> out(s.H * s.W);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.C, c = task % s.C, g = c / Cg;
@@ -229,7 +231,8 @@ void depthwise_direct_backward_weight(
       s.P, s.Q, s.stride_h, -s.pad_h, s.dil_h, s.R, s.stride_w, -s.pad_w, s.dil_w,
       s.S, pg);
   const PadGeom dense{0, s.P, 0, s.Q};  // grad_output, converted, unpadded
-  at::parallel_for(0, s.G, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = grain_for(s.N * Kg * CRS * s.P * s.Q);
+  at::parallel_for(0, s.G, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> lanes(Kg * CRS * kRowBlock);
     std::vector<acc_t> planes(Cg * geom.plane), grads(Kg * s.P * s.Q);
     for (int64_t g = begin; g < end; ++g) {
