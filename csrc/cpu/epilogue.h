@@ -6,12 +6,32 @@
 #include <ATen/OpMathType.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "../activation.h"
 
 namespace conv_ext::cpu {
 
-// dst[i * row_stride + j * col_stride] = act(dst[...]) for a rows x cols tile.
+// dst[i * rs + j * cs] = f(dst[...]) over a rows x cols tile, the unit-stride
+// dimension innermost so that the compiler vectorizes the loop.
+template <typename scalar_t, typename F>
+void map_tile(scalar_t* dst, int64_t rows, int64_t cols, int64_t rs, int64_t cs, F f) {
+  if (rs == 1 && cs != 1) {
+    std::swap(rows, cols);
+    std::swap(rs, cs);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    scalar_t* d = dst + i * rs;
+    if (cs == 1) {
+      for (int64_t j = 0; j < cols; ++j) d[j] = f(d[j]);
+    } else {
+      for (int64_t j = 0; j < cols; ++j) d[j * cs] = f(d[j * cs]);
+    }
+  }
+}
+
+// The activation of `e` over a tile; the choice is made once per tile, not
+// per element.
 template <typename scalar_t>
 void activate_tile(
     scalar_t* dst,
@@ -21,13 +41,22 @@ void activate_tile(
     int64_t col_stride,
     const Epilogue& e) {
   using acc_t = at::opmath_type<scalar_t>;
-  if (e.act == Activation::None) return;
-  for (int64_t i = 0; i < rows; ++i) {
-    scalar_t* d = dst + i * row_stride;
-    for (int64_t j = 0; j < cols; ++j) {
-      d[j * col_stride] = static_cast<scalar_t>(
-          activate(static_cast<acc_t>(d[j * col_stride]), e));
-    }
+  auto run = [&](auto act) {
+    map_tile(dst, rows, cols, row_stride, col_stride, [act](scalar_t v) {
+      return static_cast<scalar_t>(act(static_cast<acc_t>(v)));
+    });
+  };
+  const acc_t slope = static_cast<acc_t>(e.negative_slope);
+  switch (e.act) {
+    case Activation::ReLU:
+      return run([](acc_t v) { return v > acc_t(0) ? v : acc_t(0); });
+    case Activation::LeakyReLU:
+      return run([slope](acc_t v) { return v > acc_t(0) ? v : v * slope; });
+    case Activation::Sigmoid:
+    case Activation::Tanh:
+      return run([e](acc_t v) { return activate(v, e); });
+    default:
+      return;
   }
 }
 
