@@ -35,6 +35,7 @@ def emulated():
         sources=[
             os.path.join(ROOT, "tests", "cuda_emulator", "emulated_ops.cpp"),
             os.path.join(ROOT, "csrc", "conv_shape.cpp"),
+            os.path.join(ROOT, "csrc", "activation.cpp"),
         ],
         extra_include_paths=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "tests", "cuda_emulator")],
         extra_cflags=["-O1", "-Wno-unknown-pragmas", *sanitize],
@@ -95,6 +96,23 @@ def test_float64_matches_conv2d(shape, algo):
     for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref):
         assert g.shape == r.shape, name
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10, msg=name)
+
+
+ACTIVATIONS = {"relu": F.relu, "leaky_relu": lambda y: F.leaky_relu(y, 0.2),
+               "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_fused_activation_epilogue(activation, algo):
+    torch.manual_seed(0)
+    for shape in (SHAPES[1], SHAPES[5]):
+        xs, ws, stride, padding, dilation, groups = _conf(shape)
+        x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64)
+        b = torch.randn(ws[0], dtype=torch.float64)
+        y = emulated().forward_activation(x, w, b, stride, padding, dilation, groups, algo, activation, 0.2)
+        ref = ACTIVATIONS[activation](F.conv2d(x, w, b, stride, padding, dilation, groups))
+        torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
 
 
 def _low_precision_tolerance(value, ref, torch_value):

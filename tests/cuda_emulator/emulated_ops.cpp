@@ -68,6 +68,34 @@ at::Tensor forward(
   return output;
 }
 
+// The forward with an activation in the kernels' epilogue
+// (conv2d_forward_activation), on a non-empty image.
+at::Tensor forward_activation(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    std::vector<int64_t> stride,
+    std::vector<int64_t> padding,
+    std::vector<int64_t> dilation,
+    int64_t groups,
+    int64_t algo,
+    std::string activation,
+    double negative_slope) {
+  const ConvShape s = conv_ext::check_forward(
+      input, weight, bias, stride, padding, dilation, groups);
+  TORCH_CHECK(input.numel() > 0, "forward_activation: needs a non-empty input");
+  at::Tensor output = at::empty(
+      {s.N, s.K, s.P, s.Q},
+      input.options().memory_format(
+          conv_ext::output_memory_format(input, weight)));
+  const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
+  conv_ext::cuda::launch_forward(
+      EmuLaunch{}, input, weight.contiguous(), b, s,
+      pick(algo, conv_ext::cuda::choose_forward_algo(s, input.scalar_type())),
+      output, conv_ext::make_epilogue(activation, negative_slope));
+  return output;
+}
+
 at::Tensor backward_input(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
@@ -162,6 +190,7 @@ std::vector<int64_t> choices(
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward);
+  m.def("forward_activation", &forward_activation);
   m.def("backward_input", &backward_input);
   m.def("backward_weight", &backward_weight);
   m.def("backward_bias", &backward_bias);
