@@ -22,6 +22,7 @@
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 #include "depthwise_direct.h"
+#include "depthwise_nhwc.h"
 #include "heuristic.h"
 
 namespace conv_ext::cpu {
@@ -188,7 +189,7 @@ void backward_input_col2im(
       std::fill(image, image + Cg * HW, acc_t(0));
       const Im2col<scalar_t> view{
           dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.Q,
-          1, 1, 0, 0, 1, 1, 1, 1, false};
+          1, 1, 0, 0, 1, 1, 1, 1, channels_contiguous(grad_output)};
       const acc_t* wg = wpack + g * Tpad * Kg;
       for (int64_t pq0 = 0; pq0 < PQ; pq0 += tile) {
         const int64_t npix = std::min(tile, PQ - pq0);
@@ -248,7 +249,9 @@ at::Tensor conv2d_backward_input_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_output.scalar_type(),
       "conv2d_backward_input_cpu", [&] {
-        if (use_direct_grouped(s)) {
+        if (depthwise_nhwc(s, grad_output, grad_input)) {
+          depthwise_nhwc_backward_input<scalar_t>(grad_output, weight, s, grad_input);
+        } else if (use_direct_grouped(s)) {
           depthwise_direct_backward_input<scalar_t>(grad_output, weight, s, grad_input, isa);
         } else if (backward_input_by_gather(s)) {
           backward_input_gather<scalar_t>(grad_output, weight, s, grad_input, isa);

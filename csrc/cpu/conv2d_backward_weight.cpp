@@ -22,6 +22,7 @@
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 #include "depthwise_direct.h"
+#include "depthwise_nhwc.h"
 #include "heuristic.h"
 
 namespace conv_ext::cpu {
@@ -42,6 +43,9 @@ void backward_weight_gemm(
   const int64_t PQ = s.P * s.Q, depth = s.N * PQ;
   // NHWC: channels-major with runs of channels; NCHW: taps-major.
   const bool rsc = channels_contiguous(input);
+  // 1 x 1 view of grad_output: read as runs of channels when those are
+  // contiguous (its one tap makes both orders the same).
+  const bool dy_rsc = channels_contiguous(grad_output);
   const int64_t M = rsc ? Kg : CRS, N = rsc ? CRS : Kg;
   const int64_t Mpad = round_up(M, MR), Npad = round_up(N, NR);
   const int64_t gsize = Mpad * Npad;
@@ -85,7 +89,7 @@ void backward_weight_gemm(
         auto grads = [&](int64_t n) {
           return Im2col<scalar_t>{
               dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.Q,
-              1, 1, 0, 0, 1, 1, 1, 1, false};
+              1, 1, 0, 0, 1, 1, 1, 1, dy_rsc};
         };
         acc_t* const cg = acc + g * gsize;
         if (rsc) {
@@ -168,7 +172,9 @@ at::Tensor conv2d_backward_weight_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_output.scalar_type(),
       "conv2d_backward_weight_cpu", [&] {
-        if (use_direct_grouped(s)) {
+        if (depthwise_nhwc(s, grad_output, input)) {
+          depthwise_nhwc_backward_weight<scalar_t>(grad_output, input, s, grad_weight);
+        } else if (use_direct_grouped(s)) {
           depthwise_direct_backward_weight<scalar_t>(grad_output, input, s, grad_weight, isa);
         } else {
           backward_weight_gemm<scalar_t>(grad_output, input, s, grad_weight, isa);

@@ -22,6 +22,7 @@
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 #include "depthwise_direct.h"
+#include "depthwise_nhwc.h"
 #include "epilogue.h"
 #include "heuristic.h"
 
@@ -197,7 +198,13 @@ at::Tensor forward_with_epilogue(
   const bool direct = use_direct_grouped(s);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cpu", [&] {
-        if (direct) {
+        if (depthwise_nhwc(s, input, output)) {
+          depthwise_nhwc_forward<scalar_t>(input, weight, bias, s, output);
+          // Dense channels_last: N*P*Q pixel rows of K channels.
+          activate_tile(
+              output.mutable_data_ptr<scalar_t>(), s.N * s.P * s.Q, s.K,
+              output.stride(3), int64_t(1), epilogue);
+        } else if (direct) {
           depthwise_direct_forward<scalar_t>(
               input, weight, bias, s, output, isa, epilogue);
         } else {
