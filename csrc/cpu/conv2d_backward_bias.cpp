@@ -6,6 +6,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 
@@ -23,6 +25,28 @@ void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad
   // independent add chains instead of one latency-bound chain (a 4-cycle
   // add per element), and still one fixed order.
   constexpr int64_t kLanes = 8;
+  if (ys.d1 == 1 && K > 1) {
+    // Channels contiguous (channels_last): blocks of 64 channels per task,
+    // each pixel adding a contiguous run; a channel at a time would stride
+    // K elements per read (10 ms for r50_res2_1x1 in NHWC).
+    constexpr int64_t kBlock = 64;
+    const int64_t blocks = (K + kBlock - 1) / kBlock;
+    at::parallel_for(0, blocks, grain_for(N * P * Q * kBlock), [&](int64_t begin, int64_t end) {
+      double part[kBlock];
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t k0 = blk * kBlock, nk = std::min(kBlock, K - k0);
+        for (int64_t k = 0; k < nk; ++k) part[k] = 0;
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t p = 0; p < P; ++p)
+            for (int64_t q = 0; q < Q; ++q) {
+              const scalar_t* v = dy + n * ys.d0 + p * ys.d2 + q * ys.d3 + k0;
+              for (int64_t k = 0; k < nk; ++k) part[k] += static_cast<double>(v[k]);
+            }
+        for (int64_t k = 0; k < nk; ++k) db[k0 + k] = static_cast<scalar_t>(part[k]);
+      }
+    });
+    return;
+  }
   at::parallel_for(0, K, grain_for(N * P * Q), [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       double part[kLanes] = {};
