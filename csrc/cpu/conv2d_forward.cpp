@@ -99,7 +99,7 @@ void forward_gemm(
       // Straight into the output when it is the accumulator's type and the
       // tile is a dense block of it (NCHW: channel rows of contiguous
       // pixels; NHWC: pixel rows of contiguous channels), the bias stored
-      // first: 1 x 1 layers spent ~40 % of their time copying tiles.
+      // first (r50_res2_1x1 forward, 1 thread: 69 -> 96 GFLOP/s).
       acc_t* direct = nullptr;
       if constexpr (std::is_same_v<scalar_t, acc_t>) {
         const bool dense = pixels_major

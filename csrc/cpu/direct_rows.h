@@ -85,7 +85,7 @@ void pad_plane(const scalar_t* src, int64_t sh, int64_t cs, int64_t H, int64_t W
       continue;
     }
     // Zeros, the row, zeros: three branch-free loops (a per-element bounds
-    // test cost as much as the dw convolution itself).
+    // test here was a visible share of the depthwise passes).
     const int64_t jl = pg.w0 < 0 ? (-pg.w0 < pg.Wp ? -pg.w0 : pg.Wp) : 0;
     int64_t jr = W - pg.w0;
     jr = jr < jl ? jl : (jr > pg.Wp ? pg.Wp : jr);
