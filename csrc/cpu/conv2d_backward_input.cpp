@@ -113,8 +113,8 @@ void backward_input_gather(
             pack_patches(vec_isa, view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
             return Panels<acc_t>{pbuf, NR * kc};
           };
-          gemm_packed(kernel, Cg, npix, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
-                      direct, ldo, false);
+          gemm_packed(kernel, Cg, npix, KRS, Blocking{std::min(rows, kWeightRows), ldc, KC},
+                      pack_a, pack_b, direct, ldo, false, /*b_outer=*/true);
         }
         continue;
       }
@@ -139,8 +139,8 @@ void backward_input_gather(
           return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(
-            kernel, Cg, npix, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
-            cbuf, ldc, false);
+            kernel, Cg, npix, KRS, Blocking{std::min(rows, kWeightRows), ldc, KC}, pack_a,
+            pack_b, cbuf, ldc, false, /*b_outer=*/true);
         store_tile(cbuf, ldc, Cg, npix, cofs.data(), pofs.data(), none, none, xg);
       }
     }
@@ -201,8 +201,8 @@ void backward_input_col2im(
           return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(
-            kernel, CRS, npix, Kg, Blocking{Tpad, ldc, KC}, pack_a, pack_b,
-            cbuf, ldc, false);
+            kernel, CRS, npix, Kg, Blocking{std::min(Tpad, kWeightRows), ldc, KC}, pack_a,
+            pack_b, cbuf, ldc, false, /*b_outer=*/true);
         // col2im: tap (c, r, t) of pixel (p, q) lands on (h, w).
         for (int64_t tap = 0; tap < CRS; ++tap) {
           const int64_t c = tap / RS, r = (tap % RS) / s.S, t = tap % s.S;

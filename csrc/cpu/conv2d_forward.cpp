@@ -135,8 +135,8 @@ void forward_gemm(
           auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
             return pack_im(jc, nc, pc, kc, NR);
           };
-          gemm_packed(kernel, Kg, npix, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
-                      direct, ldo, true);
+          gemm_packed(kernel, Kg, npix, CRS, Blocking{std::min(rows, kWeightRows), ldc, KC},
+                      pack_a, pack_b, direct, ldo, true, /*b_outer=*/true);
         }
         activate_tile(yg + pq0 * ys.d3, Kg, npix, ys.d1, ys.d3, epilogue);
         continue;
@@ -164,8 +164,8 @@ void forward_gemm(
           return Panels<acc_t>{pbuf, NR * kc};
         };
         gemm_packed(
-            kernel, Kg, npix, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
-            cbuf, ldc, false);
+            kernel, Kg, npix, CRS, Blocking{std::min(rows, kWeightRows), ldc, KC}, pack_a,
+            pack_b, cbuf, ldc, false, /*b_outer=*/true);
         store_tile(
             cbuf, ldc, Kg, npix, cofs.data(), pofs.data(),
             b.data() + g * Kg, static_cast<const acc_t*>(nullptr), yg);
