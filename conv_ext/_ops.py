@@ -78,19 +78,30 @@ def _(grad_output):
 
 
 # -------------------------------------------------------------------- autograd
+def below_autograd(op, *args):
+    """op(*args), skipping the op's autograd kernel when it would record
+    nothing (grad mode off, as inside autograd.Function.forward and a backward
+    without create_graph): that Python kernel costs more than the seed's tiny
+    convolutions themselves. Traced calls keep the plain path."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return op(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 def conv2d_backward(grad_output, input, weight, conf, needs):
     """Gradients of conv2d_forward for input, weight and bias; each computed
     only where `needs` (ctx.needs_input_grad) asks for it."""
     stride, padding, dilation, groups = conf
     grad_input = grad_weight = grad_bias = None
     if needs[0]:
-        grad_input = ops.conv2d_backward_input(
-            grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+        grad_input = below_autograd(
+            ops.conv2d_backward_input, grad_output, weight, list(input.shape), stride, padding, dilation, groups)
     if needs[1]:
-        grad_weight = ops.conv2d_backward_weight(
-            grad_output, input, list(weight.shape), stride, padding, dilation, groups)
+        grad_weight = below_autograd(
+            ops.conv2d_backward_weight, grad_output, input, list(weight.shape), stride, padding, dilation, groups)
     if needs[2]:
-        grad_bias = ops.conv2d_backward_bias(grad_output)
+        grad_bias = below_autograd(ops.conv2d_backward_bias, grad_output)
     return grad_input, grad_weight, grad_bias
 
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from ._autocast import cast_inputs
-from ._ops import conv2d_backward, ops
+from ._ops import below_autograd, conv2d_backward, ops
 
 
 class Conv2dFunction(torch.autograd.Function):
@@ -13,29 +13,28 @@ class Conv2dFunction(torch.autograd.Function):
     gradients autograd asks for (ctx.needs_input_grad). Its backward is built
     from differentiable ops, so double backward works."""
 
+    # forward(ctx, ...) rather than forward + setup_context: with the latter,
+    # Function.apply binds the arguments through inspect.signature on every
+    # call, which costs more than a whole convolution of the seed's sizes.
     @staticmethod
-    def forward(input, weight, bias, stride, padding, dilation, groups, activation=None, negative_slope=0.01):
-        if activation is None:
-            return ops.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
-        return ops.conv2d_forward_activation(
-            input, weight, bias, stride, padding, dilation, groups, activation, negative_slope)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, weight, _, stride, padding, dilation, groups, *act = inputs
+    def forward(ctx, input, weight, bias, stride, padding, dilation, groups, activation=None, negative_slope=0.01):
         ctx.conf = (stride, padding, dilation, groups)
-        ctx.activation = (act + [None])[0]
-        ctx.negative_slope = (act + [None, 0.01])[1]
-        if ctx.activation is None:
+        ctx.activation, ctx.negative_slope = activation, negative_slope
+        if activation is None:
             ctx.save_for_backward(input, weight)
-        else:  # the activation's gradient is read off the output
-            ctx.save_for_backward(input, weight, output)
+            return below_autograd(ops.conv2d_forward, input, weight, bias, stride, padding, dilation, groups)
+        output = below_autograd(
+            ops.conv2d_forward_activation, input, weight, bias, stride, padding, dilation, groups, activation,
+            negative_slope)
+        ctx.save_for_backward(input, weight, output)  # the activation's gradient is read off the output
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight, *output = ctx.saved_tensors
         if ctx.activation is not None:
-            grad_output = ops.activation_backward(grad_output, output[0], ctx.activation, ctx.negative_slope)
+            grad_output = below_autograd(
+                ops.activation_backward, grad_output, output[0], ctx.activation, ctx.negative_slope)
         grads = conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad)
         return *grads, *[None] * (len(ctx.needs_input_grad) - 3)
 
