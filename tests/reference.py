@@ -35,6 +35,13 @@ def low_precision_tolerance(x, w, b, ours, conv, grad_out_seed=0):
     ref_y, ref_g = torch_conv_and_grads(
         x.double(), w.double(), None if b is None else b.double(), grad_out_seed, **conv)
     t_y, t_g = torch_conv_and_grads(x, w, b, grad_out_seed, **conv)
+    if not all(torch.isfinite(t).all() for t in (t_y, *t_g)):
+        # torch's own low-precision CPU convolution sometimes returns NaN on
+        # small strided shapes; measure its error as its float32 result
+        # rounded once to the dtype instead.
+        y32, g32 = torch_conv_and_grads(
+            x.float(), w.float(), None if b is None else b.float(), grad_out_seed, **conv)
+        t_y, t_g = y32.to(x.dtype), [g.to(x.dtype) for g in g32]
     o_y, o_g = ours
     eps = torch.finfo(x.dtype).eps
     for name, r, t, o in zip(["output", "grad_input", "grad_weight", "grad_bias"],
