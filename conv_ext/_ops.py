@@ -89,9 +89,12 @@ def below_autograd(op, *args):
         return op(*args)
 
 
-def conv2d_backward(grad_output, input, weight, conf, needs):
-    """Gradients of conv2d_forward for input, weight and bias; each computed
-    only where `needs` (ctx.needs_input_grad) asks for it."""
+def conv2d_backward(grad_output, input, weight, conf, needs, output=None, activation=None, negative_slope=0.01):
+    """Gradients of conv2d_forward (or of conv2d_forward_activation, given its
+    `output` and `activation`) for input, weight and bias; each computed only
+    where `needs` (ctx.needs_input_grad) asks for it."""
+    if activation is not None:
+        grad_output = below_autograd(ops.activation_backward, grad_output, output, activation, negative_slope)
     stride, padding, dilation, groups = conf
     grad_input = grad_weight = grad_bias = None
     if needs[0]:
@@ -174,8 +177,8 @@ def _forward_activation_setup(ctx, inputs, output):
 
 def _forward_activation_backward(ctx, grad_output):
     input, weight, output = ctx.saved_tensors
-    grad_pre = ops.activation_backward(grad_output, output, *ctx.act)
-    return *conv2d_backward(grad_pre, input, weight, ctx.conf, ctx.needs_input_grad), *[None] * 6
+    grads = conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad, output, *ctx.act)
+    return *grads, *[None] * 6
 
 
 # activation_backward(g, y) = g * a'(y): linear in g; for y it needs a''

@@ -32,10 +32,9 @@ class Conv2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, weight, *output = ctx.saved_tensors
-        if ctx.activation is not None:
-            grad_output = below_autograd(
-                ops.activation_backward, grad_output, output[0], ctx.activation, ctx.negative_slope)
-        grads = conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad)
+        grads = conv2d_backward(
+            grad_output, input, weight, ctx.conf, ctx.needs_input_grad, (output + [None])[0], ctx.activation,
+            ctx.negative_slope)
         return *grads, *[None] * (len(ctx.needs_input_grad) - 3)
 
 
