@@ -21,8 +21,17 @@ ISAS = ["auto", "avx2", "scalar"]
 # pixel tiles (192 pixels), several depth blocks (256 taps) and several
 # grad-weight work items (256 pixels) all occur.
 PATHS = [
-    # packed GEMM, channels-major (NCHW), 3 depth blocks of taps
-    ("gemm_nchw", 2, 40, 17, 23, 20, 3, 3, 1, 1, 1, 1, False),
+    # packed GEMM, channels-major (NCHW), 3 depth blocks of taps (12 output
+    # channels: too few for Winograd)
+    ("gemm_nchw", 2, 40, 17, 23, 12, 3, 3, 1, 1, 1, 1, False),
+    # Winograd F(2x2, 3x3), float32 NCHW 3 x 3 stride 1 with >= 16 channels
+    # each side (the other dtypes take the GEMM): odd output sizes (a half
+    # tile on the right and bottom), no padding, padding 3 (the grad input's
+    # is then -1), and enough tiles for several blocks and a partial panel
+    ("winograd_odd", 2, 20, 13, 17, 24, 3, 3, 1, 1, 1, 1, False),
+    ("winograd_pad0", 3, 16, 9, 10, 18, 3, 3, 1, 0, 1, 1, False),
+    ("winograd_pad3", 1, 17, 6, 5, 16, 3, 3, 1, 3, 1, 1, False),
+    ("winograd_blocks", 2, 16, 41, 38, 33, 3, 3, 1, 2, 1, 1, False),
     # packed GEMM, pixels-major with (r, s, c) taps (channels_last)
     ("gemm_nhwc", 2, 24, 15, 21, 18, 3, 3, 1, 1, 1, 1, True),
     # pixels-major chosen for few pixels per image (7 x 7)
@@ -147,9 +156,12 @@ def test_gradcheck(case, isa):
     assert torch.autograd.gradcheck(lambda x, w, b: conv_ext.conv2d(x, w, b, **kw), (x, w, b))
 
 
+DETERMINISM = ["gemm_nchw", "winograd_blocks", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4"]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("case", [PATHS[0], PATHS[1], PATHS[4], PATHS[8], PATHS[11]],
-                         ids=["gemm_nchw", "gemm_nhwc", "col2im", "depthwise", "grouped4"])
+@pytest.mark.parametrize("case", [p for p in PATHS if p[0] in DETERMINISM],
+                         ids=[p[0] for p in PATHS if p[0] in DETERMINISM])
 def test_bitwise_deterministic(case, threads, isa):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -195,3 +207,38 @@ def test_scalar_and_vector_kernels_agree_closely():
             os.environ["CONV_EXT_CPU_ISA"] = old
     for a, c in zip(scalar, vector):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [p for p in PATHS if p[0].startswith("winograd")],
+                         ids=[p[0] for p in PATHS if p[0].startswith("winograd")])
+@pytest.mark.parametrize("isa_name", ["auto", "avx2"])
+def test_winograd_is_taken_and_agrees_with_gemm(case, isa_name, monkeypatch):
+    """CONV_EXT_WINOGRAD=0 forces the GEMM for the same call: the two paths
+    round differently (so the switch really changes the path) and agree to
+    float32 accuracy, forward and grad input; single-thread and two-thread
+    runs are bitwise equal (blocks of tiles depend on the thread count, the
+    arithmetic of a tile does not)."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", isa_name)
+    x, w, b, kw = make(case, torch.float32)
+    a = conf(kw)
+    gy = torch.randn(F.conv2d(x, w, b, **kw).shape, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        return (ops.conv2d_forward(x, w, b, *a),
+                ops.conv2d_backward_input(gy, w, list(x.shape), *a))
+
+    wino = run()
+    monkeypatch.setenv("CONV_EXT_WINOGRAD", "0")
+    gemm = run()
+    monkeypatch.delenv("CONV_EXT_WINOGRAD")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = run()
+    finally:
+        torch.set_num_threads(old)
+    for name, ours, other, one in zip(["output", "grad_input"], wino, gemm, single):
+        assert not torch.equal(ours, other), name
+        scale = other.abs().max().item()
+        assert (ours - other).abs().max().item() <= 2e-6 * scale, name
+        assert torch.equal(ours, one), name

@@ -24,6 +24,7 @@
 #include "depthwise_direct.h"
 #include "depthwise_nhwc.h"
 #include "heuristic.h"
+#include "winograd.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -246,6 +247,20 @@ at::Tensor conv2d_backward_input_cpu(
     return grad_input;
   }
   const Isa isa = cpu_isa();
+  if (use_winograd(s, s.K, s.C, grad_output, grad_input, isa)) {
+    // The correlation of grad_output with the kernel flipped (r -> 2 - r,
+    // s -> 2 - s) and transposed (k <-> c), padded by 2 - pad.
+    const Strides4 ys(grad_output), xs(grad_input);
+    const WeightView wv(weight);
+    winograd_correlate(
+        WinogradProblem{
+            grad_output.const_data_ptr<float>(), ys.d0, ys.d1, ys.d2, s.N, s.K, s.P, s.Q,
+            weight.const_data_ptr<float>() + 2 * wv.s2 + 2 * wv.s3, wv.s1, wv.s0, -wv.s2,
+            -wv.s3, nullptr, grad_input.mutable_data_ptr<float>(), xs.d0, xs.d1, xs.d2,
+            s.C, s.H, s.W, 2 - s.pad_h, 2 - s.pad_w},
+        isa);
+    return grad_input;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_output.scalar_type(),
       "conv2d_backward_input_cpu", [&] {

@@ -25,6 +25,7 @@
 #include "depthwise_nhwc.h"
 #include "epilogue.h"
 #include "heuristic.h"
+#include "winograd.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -177,6 +178,36 @@ void forward_gemm(
   });
 }
 
+// The Winograd path (heuristic.h) when it applies: float32 only.
+bool forward_winograd(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    const ConvShape& s,
+    at::Tensor& output,
+    Isa isa,
+    const Epilogue& epilogue) {
+  if (!use_winograd(s, s.C, s.K, input, output, isa)) return false;
+  std::vector<float> b;
+  if (bias.has_value() && bias->defined()) {
+    const float* bp = bias->const_data_ptr<float>();
+    for (int64_t k = 0; k < s.K; ++k) b.push_back(bp[k * bias->stride(0)]);
+  }
+  const Strides4 xs(input), ys(output);
+  const WeightView wv(weight);
+  float* y = output.mutable_data_ptr<float>();
+  winograd_correlate(
+      WinogradProblem{
+          input.const_data_ptr<float>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W,
+          weight.const_data_ptr<float>(), wv.s0, wv.s1, wv.s2, wv.s3,
+          b.empty() ? nullptr : b.data(), y, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q,
+          s.pad_h, s.pad_w},
+      isa);
+  // Dense NCHW output: N * K planes of P * Q pixels.
+  activate_tile(y, s.N * s.K, s.P * s.Q, ys.d1, ys.d3, epilogue);
+  return true;
+}
+
 at::Tensor forward_with_epilogue(
     const at::Tensor& input,
     const at::Tensor& weight,
@@ -195,6 +226,9 @@ at::Tensor forward_with_epilogue(
     return output;
   }
   const Isa isa = cpu_isa();
+  if (forward_winograd(input, weight, bias, s, output, isa, epilogue)) {
+    return output;
+  }
   const bool direct = use_direct_grouped(s);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cpu", [&] {

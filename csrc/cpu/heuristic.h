@@ -6,8 +6,12 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "../conv_shape.h"
 #include "conv_gemm.h"
+#include "isa.h"
 
 namespace conv_ext::cpu {
 
@@ -73,6 +77,29 @@ namespace conv_ext::cpu {
 // wasted products) and adds them into the image, one image per task.
 inline bool backward_input_by_gather(const ConvShape& s) {
   return s.stride_h == 1 && s.stride_w == 1;
+}
+
+}  // namespace conv_ext::cpu
+
+namespace conv_ext::cpu {
+
+// Winograd F(2 x 2, 3 x 3) (winograd.h) for float32 correlations of a
+// cin-channel source into cout channels with a 3 x 3, stride-1, undilated
+// kernel and no groups: the forward (cin = C, cout = K) and the grad input
+// (cin = K, cout = C). It needs the vector transforms (AVX2 or AVX-512),
+// rows with unit column stride on both sides (NCHW), and enough channels
+// on both sides for the transforms to be small next to the 16 GEMMs
+// (16 is the width of an AVX-512 register, not a measured boundary).
+// CONV_EXT_WINOGRAD=0 turns it off (to compare against the GEMM path).
+inline bool use_winograd(
+    const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
+    const at::Tensor& dst, Isa isa) {
+  const char* env = std::getenv("CONV_EXT_WINOGRAD");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  return isa != Isa::kScalar && src.scalar_type() == at::kFloat && s.G == 1 &&
+      s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 &&
+      s.dil_w == 1 && cin >= 16 && cout >= 16 && src.stride(3) == 1 &&
+      dst.stride(3) == 1;
 }
 
 }  // namespace conv_ext::cpu

@@ -1,0 +1,145 @@
+// The driver of the F(2 x 2, 3 x 3) Winograd convolution (winograd.h):
+// transformed kernel once per call, then blocks of output tiles, each block
+// transformed in, multiplied (16 GEMMs) and transformed out by one thread.
+#include "winograd.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "conv_gemm.h"
+
+namespace conv_ext::cpu {
+namespace {
+
+constexpr int64_t kXi = 16;  // transformed values per tile: 4 x 4
+
+// A block's transformed input (16 * C floats per tile) stays within this
+// many bytes, and its products (16 * K per tile) are made kProductBytes at
+// a time, so both are still in L2 (2 MiB per core here) when the GEMMs and
+// the output transform read them back.
+constexpr int64_t kBlockBytes = 1 << 20;
+constexpr int64_t kProductBytes = 1 << 19;
+
+// U[x] = (G g G^T)[x] for every (k, c), written as the A panels of the GEMM
+// of x: element (k, c) at (k / MR) * MR * C + c * MR + k % MR, rows past K
+// zero. The kernels of a panel are first gathered tap by tap, so the
+// transform itself runs on unit-stride runs in the panel's own order.
+void transform_taps(
+    const WinogradProblem& pb, const WinogradKernels& wk, int64_t MR, int64_t Kpad,
+    float* U) {
+  const int64_t C = pb.C, len = MR * C;
+  at::parallel_for(0, Kpad / MR, grain_for(len * 64), [&](int64_t begin, int64_t end) {
+    float* const g = scratch<float>(2, 9 * len);
+    for (int64_t panel = begin; panel < end; ++panel) {
+      for (int64_t kk = 0; kk < MR; ++kk) {
+        const int64_t k = panel * MR + kk;
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t rs = 0; rs < 9; ++rs)
+            g[rs * len + c * MR + kk] = k < pb.K
+                ? pb.taps[k * pb.tk + c * pb.tc + (rs / 3) * pb.tr + (rs % 3) * pb.ts]
+                : 0.f;
+      }
+      wk.kernel(g, len, len, U + panel * len, Kpad * C);
+    }
+  });
+}
+
+// Calls f(n, ty, tx0, len, tb) for the runs of tiles t0 .. t1-1 (numbered
+// image by image, row by row) that lie in one tile row; tb is the run's
+// first tile relative to t0.
+template <typename F>
+void for_tile_runs(int64_t t0, int64_t t1, int64_t TY, int64_t TX, F&& f) {
+  for (int64_t t = t0; t < t1;) {
+    const int64_t n = t / (TY * TX), ty = (t / TX) % TY, tx = t % TX;
+    const int64_t len = std::min(TX - tx, t1 - t);
+    f(n, ty, tx, len, t - t0);
+    t += len;
+  }
+}
+
+// Tiles per block: at most `fit`, chosen so that the thread with the most
+// blocks runs as few padded tiles as possible (every block rounds up to
+// whole NR-tile panels and reads all of U once, counted as 8 tiles).
+int64_t tiles_per_block(int64_t T, int64_t fit, int64_t NR, int64_t threads) {
+  int64_t best = 1;
+  double best_cost = 0;
+  for (int64_t nb = std::min(fit, T); nb >= 1; --nb) {
+    const int64_t rounds = ((T + nb - 1) / nb + threads - 1) / threads;
+    const double cost = double(rounds) * double(round_up(nb, NR) + 8);
+    if (nb == std::min(fit, T) || cost < best_cost) {
+      best = nb;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+void winograd_correlate(const WinogradProblem& pb, Isa isa) {
+  const WinogradKernels& wk = winograd_kernels(isa);
+  const GemmKernel<float> kernel = select_microkernel<float>(isa);
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  const int64_t C = pb.C, K = pb.K;
+  const int64_t TY = (pb.P + 1) / 2, TX = (pb.Q + 1) / 2, T = pb.N * TY * TX;
+  const int64_t Kpad = round_up(K, MR);
+  float* const U = scratch<float>(3, kXi * Kpad * C);
+  transform_taps(pb, wk, MR, Kpad, U);
+
+  const int64_t fit = std::max<int64_t>(NR, kBlockBytes / 4 / (kXi * C));
+  const int64_t nb = tiles_per_block(T, fit, NR, at::get_num_threads());
+  const int64_t ld = round_up(nb, NR);  // row length of every per-block array
+  const int64_t kb = std::min(Kpad, std::max<int64_t>(MR, kProductBytes / 4 / (kXi * ld) / MR * MR));
+  const int64_t blocks = (T + nb - 1) / nb;
+
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    float* const V = scratch<float>(1, kXi * C * ld);
+    float* const M = scratch<float>(0, kXi * kb * ld);
+    float* const D = scratch<float>(2, kXi * ld + 4 * ld);  // gathered tiles, then outputs
+    float* const Y = D + kXi * ld;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t t0 = b * nb, t1 = std::min(T, t0 + nb), nt = t1 - t0;
+      // Tiles past nt in the last panel transform zeros into zeros.
+      for (int64_t x = 0; x < kXi; ++x) std::fill(D + x * ld + nt, D + x * ld + round_up(nt, NR), 0.f);
+      for (int64_t c = 0; c < C; ++c) {
+        for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
+          wk.gather(pb.src + n * pb.sn + c * pb.sc, pb.sh, pb.H, pb.W, 2 * ty - pb.pad_h,
+                    2 * tx0 - pb.pad_w, len, D + tb, ld);
+        });
+        // Into the B panels of each x: tile t of channel c at
+        // x * C * ld + (t / NR) * NR * C + c * NR + t % NR.
+        for (int64_t p = 0; p < nt; p += NR)
+          wk.input(D + p, ld, NR, V + p * C + c * NR, C * ld);
+      }
+      for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t kn = std::min(kb, K - k0);
+        const Blocking blk{std::min(round_up(kn, MR), kWeightRows), ld, kernel.kc};
+        for (int64_t x = 0; x < kXi; ++x) {
+          const float* Ux = U + x * Kpad * C + k0 * C;
+          const float* Vx = V + x * C * ld;
+          auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
+            return Panels<float>{Ux + ic * C + pc * MR, MR * C};
+          };
+          auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
+            return Panels<float>{Vx + jc * C + pc * NR, NR * C};
+          };
+          gemm_packed(kernel, kn, nt, C, blk, pack_a, pack_b, M + x * kb * ld, ld, false,
+                      /*b_outer=*/true);
+        }
+        for (int64_t k = k0; k < k0 + kn; ++k) {
+          wk.output(M + (k - k0) * ld, kb * ld, nt, pb.bias ? pb.bias[k] : 0.f, Y, ld);
+          for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
+            float* y0 = pb.out + n * pb.on + k * pb.ok + 2 * ty * pb.oh + 2 * tx0;
+            wk.scatter(Y + tb, ld, len, y0, 2 * ty + 1 < pb.P ? y0 + pb.oh : nullptr,
+                       pb.Q - 2 * tx0);
+          });
+        }
+      }
+    }
+  });
+}
+
+}  // namespace conv_ext::cpu

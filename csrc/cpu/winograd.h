@@ -1,0 +1,59 @@
+// Winograd's F(2 x 2, 3 x 3) for stride-1, undilated 3 x 3 float32
+// convolutions (the forward, and the grad input, which is the correlation of
+// grad_output with the flipped, transposed kernel). Per 2 x 2 output tile it
+// replaces 36 multiply-adds per channel pair by 16 products in a transformed
+// domain (winograd_transforms.h), 2.25x fewer, and those 16 products are 16
+// independent GEMMs over channels:
+//   M[x][k][tile] = sum_c U[x][k][c] * V[x][c][tile],   x = 0 .. 15
+// U = the transformed kernel (once per call), V = the transformed input
+// tiles. The GEMMs run on the packed micro-kernels (gemm_packed.h): U is
+// written straight into A panels, a block of tiles' V straight into B panels,
+// so there is no im2col at all. A block of tiles (they run across rows and
+// images) is transformed, multiplied and transformed back by one thread
+// while its V and M stay in L2.
+//
+// Accuracy: the transforms only add, subtract and halve, so the result stays
+// within a few float32 ulps of the direct sum (tests/test_cpu_kernels.py
+// compares both against float64).
+#pragma once
+
+#include <cstdint>
+
+#include "isa.h"
+
+namespace conv_ext::cpu {
+
+// out[n][k][p][q] = bias[k] + sum_{c, r, s} tap(k, c, r, s) *
+//                   src[n][c][p + r - pad_h][q + s - pad_w]   (0 outside)
+// with tap(k, c, r, s) = taps[k * tk + c * tc + r * tr + s * ts] (strides
+// may be negative: the grad input reads the kernel flipped).
+struct WinogradProblem {
+  const float* src;
+  int64_t sn, sc, sh;  // source strides; columns are unit-stride
+  int64_t N, C, H, W;
+  const float* taps;
+  int64_t tk, tc, tr, ts;
+  const float* bias;  // K values or null
+  float* out;
+  int64_t on, ok, oh;  // output strides; columns are unit-stride
+  int64_t K, P, Q, pad_h, pad_w;
+};
+
+void winograd_correlate(const WinogradProblem& pb, Isa isa);
+
+// The tile transforms (winograd_transforms.h) built for AVX2 or AVX-512
+// (winograd_vec.cpp); Winograd runs only where one of them does.
+struct WinogradKernels {
+  void (*gather)(const float* plane, int64_t sh, int64_t H, int64_t W, int64_t h0,
+                 int64_t w0, int64_t len, float* d, int64_t ldd);
+  void (*input)(const float* d, int64_t ldd, int64_t len, float* v, int64_t ldv);
+  void (*output)(const float* m, int64_t ldm, int64_t len, float bias, float* y,
+                 int64_t ldy);
+  void (*scatter)(const float* y, int64_t ldy, int64_t len, float* y0, float* y1,
+                  int64_t q_end);
+  void (*kernel)(const float* g, int64_t ldg, int64_t len, float* u, int64_t ldu);
+};
+
+const WinogradKernels& winograd_kernels(Isa isa);
+
+}  // namespace conv_ext::cpu

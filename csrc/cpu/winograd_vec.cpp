@@ -1,0 +1,56 @@
+// AVX2 + FMA and AVX-512F builds of the Winograd tile transforms
+// (winograd_transforms.h): `flatten` inlines the portable loops into
+// functions compiled for those targets, as direct_rows_vec.cpp does.
+#include "winograd.h"
+#include "winograd_transforms.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
+#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
+#else
+#define CONV_EXT_FLAT_AVX2
+#define CONV_EXT_FLAT_AVX512
+#endif
+
+// One instance of each transform per target.
+#define CONV_EXT_WINOGRAD_KERNELS(suffix, attr, lanes)                                  \
+  attr void gather_##suffix(                                                     \
+      const float* plane, int64_t sh, int64_t H, int64_t W, int64_t h0,          \
+      int64_t w0, int64_t len, float* d, int64_t ldd) {                          \
+    winograd::gather_tiles(plane, sh, H, W, h0, w0, len, d, ldd);                \
+  }                                                                              \
+  attr void input_##suffix(                                                      \
+      const float* d, int64_t ldd, int64_t len, float* v, int64_t ldv) {         \
+    winograd::input_transform<lanes>(d, ldd, len, v, ldv);                              \
+  }                                                                              \
+  attr void output_##suffix(                                                     \
+      const float* m, int64_t ldm, int64_t len, float bias, float* y,            \
+      int64_t ldy) {                                                             \
+    winograd::output_transform<lanes>(m, ldm, len, bias, y, ldy);                       \
+  }                                                                              \
+  attr void scatter_##suffix(                                                    \
+      const float* y, int64_t ldy, int64_t len, float* y0, float* y1,            \
+      int64_t q_end) {                                                           \
+    winograd::scatter_tiles(y, ldy, len, y0, y1, q_end);                         \
+  }                                                                              \
+  attr void kernel_##suffix(                                                     \
+      const float* g, int64_t ldg, int64_t len, float* u, int64_t ldu) {         \
+    winograd::kernel_transform<lanes>(g, ldg, len, u, ldu);                             \
+  }                                                                              \
+  const WinogradKernels kernels_##suffix{                                        \
+      gather_##suffix, input_##suffix, output_##suffix, scatter_##suffix,        \
+      kernel_##suffix};
+
+namespace conv_ext::cpu {
+namespace {
+
+CONV_EXT_WINOGRAD_KERNELS(avx2, CONV_EXT_FLAT_AVX2, 8)
+CONV_EXT_WINOGRAD_KERNELS(avx512, CONV_EXT_FLAT_AVX512, 16)
+
+}  // namespace
+
+const WinogradKernels& winograd_kernels(Isa isa) {
+  return isa == Isa::kAvx512 ? kernels_avx512 : kernels_avx2;
+}
+
+}  // namespace conv_ext::cpu
