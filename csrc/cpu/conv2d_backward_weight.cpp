@@ -24,6 +24,7 @@
 #include "depthwise_direct.h"
 #include "depthwise_nhwc.h"
 #include "heuristic.h"
+#include "window_dot.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -169,6 +170,10 @@ at::Tensor conv2d_backward_weight_cpu(
     return grad_weight;
   }
   const Isa isa = cpu_isa();
+  if (use_window_weight_grad(s, grad_output, input, grad_weight, isa)) {
+    window_backward_weight(grad_output, input, s, grad_weight, isa);
+    return grad_weight;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, grad_output.scalar_type(),
       "conv2d_backward_weight_cpu", [&] {

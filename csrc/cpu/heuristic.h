@@ -83,6 +83,14 @@ inline bool backward_input_by_gather(const ConvShape& s) {
 
 namespace conv_ext::cpu {
 
+// CONV_EXT_CPU_GEMM_ONLY=1 sends the dense layers of every pass through the
+// packed GEMM, turning off the two float32 specializations below (to
+// compare them against it, as the tests do).
+inline bool gemm_only() {
+  const char* env = std::getenv("CONV_EXT_CPU_GEMM_ONLY");
+  return env != nullptr && std::strcmp(env, "1") == 0;
+}
+
 // Winograd F(2 x 2, 3 x 3) (winograd.h) for float32 correlations of a
 // cin-channel source into cout channels with a 3 x 3, stride-1, undilated
 // kernel and no groups: the forward (cin = C, cout = K) and the grad input
@@ -90,16 +98,32 @@ namespace conv_ext::cpu {
 // rows with unit column stride on both sides (NCHW), and enough channels
 // on both sides for the transforms to be small next to the 16 GEMMs
 // (16 is the width of an AVX-512 register, not a measured boundary).
-// CONV_EXT_WINOGRAD=0 turns it off (to compare against the GEMM path).
 inline bool use_winograd(
     const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
     const at::Tensor& dst, Isa isa) {
-  const char* env = std::getenv("CONV_EXT_WINOGRAD");
-  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-  return isa != Isa::kScalar && src.scalar_type() == at::kFloat && s.G == 1 &&
-      s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && s.dil_h == 1 &&
-      s.dil_w == 1 && cin >= 16 && cout >= 16 && src.stride(3) == 1 &&
+  return !gemm_only() && isa != Isa::kScalar && src.scalar_type() == at::kFloat &&
+      s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 &&
+      s.dil_h == 1 && s.dil_w == 1 && cin >= 16 && cout >= 16 && src.stride(3) == 1 &&
       dst.stride(3) == 1;
+}
+
+// Grad weight by window dot products (window_dot.h) for float32 stride-1
+// layers without groups that the direct kernels do not take: NCHW rows on
+// both operands, a dense (k, c, r, s) result, and a padded frame near the
+// image size (it is materialized, unlike the GEMM's patches). Each result
+// is one dot product over all padded pixels of the batch, whose lanes are
+// reduced per 4096-float segment: below ~2048 pixels the reductions cost
+// as much as the products (measured, 2 threads: r50_res4_3x3, 512 padded
+// pixels, 0.47x torch against the GEMM's 0.72x; r50_res2_3x3, 6728, 1.1x
+// against 0.52x).
+inline bool use_window_weight_grad(
+    const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& grad_weight, Isa isa) {
+  const int64_t Hp = s.P + (s.R - 1) * s.dil_h, Wp = s.Q + (s.S - 1) * s.dil_w;
+  return s.N * Hp * Wp >= 2048 && !gemm_only() && isa != Isa::kScalar && input.scalar_type() == at::kFloat &&
+      s.G == 1 && s.stride_h == 1 && s.stride_w == 1 && !use_direct_grouped(s) &&
+      input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
+      Hp <= 2 * s.H + 64 && Wp <= 2 * s.W + 64;
 }
 
 }  // namespace conv_ext::cpu

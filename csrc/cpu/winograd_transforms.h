@@ -17,31 +17,18 @@
 
 #include <cstdint>
 
+#include "simd.h"
+
 namespace conv_ext::cpu::winograd {
 
-// B floats as one GCC/Clang vector (the width of the target the caller is
-// built for). The transforms below are written once over a value type V,
-// which is such a vector in the main loop and a plain float in the tail:
-// the vectorizer alone left them scalar (16 strided rows per tile).
-template <int B>
-struct Lanes {
-  typedef float type __attribute__((vector_size(B * sizeof(float))));
-};
-
-template <typename V>
-inline V load(const float* p) {
-  V v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-
-template <typename V>
-inline void store(float* p, V v) {
-  __builtin_memcpy(p, &v, sizeof v);
-}
+using simd::Lanes;
+using simd::load;
+using simd::store;
 
 // f.template operator()<V>(t) over t = 0, B, 2B, ... with B-lane vectors,
-// then one tile at a time for the rest.
+// then one tile at a time for the rest. The transforms are written once
+// over the value type V (the vectorizer alone left them scalar: 16 strided
+// rows per tile).
 template <int B, typename F>
 inline void over_tiles(int64_t len, F&& f) {
   int64_t t = 0;

@@ -1,0 +1,109 @@
+// The driver of the window-dot grad weight (window_dot.h): images in chunks
+// of bounded memory, each chunk padded once, then every (MK channels x MT
+// taps) tile of the weight gradient summed over the chunk by one thread.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "conv_gemm.h"
+#include "window_dot.h"
+
+namespace conv_ext::cpu {
+namespace {
+
+// Padded planes of a chunk (input and grad_output together) stay under this.
+constexpr int64_t kChunkBytes = int64_t(32) << 20;
+
+// Floats of a run summed before its lanes are reduced: 4 grad_output rows
+// of 16 KiB stay in L2 while the thread sweeps its taps across them.
+constexpr int64_t kSegment = 4096;
+
+}  // namespace
+
+void window_backward_weight(
+    const at::Tensor& grad_output, const at::Tensor& input, const ConvShape& s,
+    at::Tensor& grad_weight, Isa isa) {
+  const WindowDotKernel kern = window_dot_kernel(isa);
+  const int64_t MK = kern.mk, MT = kern.mt, B = kern.lanes;
+  const int64_t Hp = s.P + (s.R - 1) * s.dil_h, Wp = s.Q + (s.S - 1) * s.dil_w;
+  const int64_t pitch = Hp * Wp, RS = s.R * s.S, taps = s.C * RS;
+  const int64_t reach = (s.R - 1) * s.dil_h * Wp + (s.S - 1) * s.dil_w;
+
+  const int64_t per_image = (s.C + s.K) * pitch * int64_t(sizeof(float));
+  const int64_t nimg = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, per_image), 1, s.N);
+  const int64_t L = round_up(nimg * pitch, B);  // grad_output run of a full chunk
+  const int64_t xlen = L + reach;               // input run: every tap's window fits
+  std::vector<float> xp(s.C * xlen), gp(s.K * L);
+
+  std::vector<int64_t> tap_off(taps);
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        tap_off[(c * s.R + r) * s.S + t] = c * xlen + r * s.dil_h * Wp + t * s.dil_w;
+
+  const float* x = input.const_data_ptr<float>();
+  const float* gy = grad_output.const_data_ptr<float>();
+  const Strides4 xs(input), ys(grad_output);
+  float* dw = grad_weight.mutable_data_ptr<float>();  // dense: (k, tap)
+  std::fill_n(dw, s.K * taps, 0.f);
+
+  const int64_t kblocks = (s.K + MK - 1) / MK, tblocks = (taps + MT - 1) / MT;
+  for (int64_t n0 = 0; n0 < s.N; n0 += nimg) {
+    const int64_t ni = std::min(nimg, s.N - n0);
+    const int64_t len = round_up(ni * pitch, B);
+    // Planes: image i at i * pitch, pixel (h, w) of the padded frame at
+    // h * Wp + w; everything else zero.
+    at::parallel_for(0, s.C + s.K, grain_for(ni * pitch), [&](int64_t begin, int64_t end) {
+      for (int64_t ch = begin; ch < end; ++ch) {
+        const bool is_x = ch < s.C;
+        float* dst = is_x ? xp.data() + ch * xlen : gp.data() + (ch - s.C) * L;
+        std::fill_n(dst, is_x ? xlen : L, 0.f);
+        for (int64_t i = 0; i < ni; ++i) {
+          if (is_x) {
+            const float* src = x + (n0 + i) * xs.d0 + ch * xs.d1;
+            for (int64_t h = 0; h < s.H; ++h) {
+              const int64_t ph = h + s.pad_h;
+              if (ph < 0 || ph >= Hp) continue;
+              float* row = dst + i * pitch + ph * Wp;
+              for (int64_t w = std::max<int64_t>(0, -s.pad_w);
+                   w < s.W && w + s.pad_w < Wp; ++w)
+                row[w + s.pad_w] = src[h * xs.d2 + w * xs.d3];
+            }
+          } else {
+            const float* src = gy + (n0 + i) * ys.d0 + (ch - s.C) * ys.d1;
+            for (int64_t p = 0; p < s.P; ++p)
+              for (int64_t q = 0; q < s.Q; ++q)
+                dst[i * pitch + p * Wp + q] = src[p * ys.d2 + q * ys.d3];
+          }
+        }
+      }
+    });
+    // Tiles in (k block, tap block) order, so consecutive tiles of a thread
+    // share grad_output rows. A tile's sum runs over chunks, then segments,
+    // then lanes, in that order whatever the thread: deterministic.
+    at::parallel_for(0, kblocks * tblocks, 1, [&](int64_t begin, int64_t end) {
+      const float* a[8];
+      const float* b[8];
+      float out[64];
+      for (int64_t j0 = 0; j0 < len; j0 += kSegment) {
+        const int64_t seg = std::min(kSegment, len - j0);
+        for (int64_t tile = begin; tile < end; ++tile) {
+          const int64_t k0 = tile / tblocks * MK, t0 = tile % tblocks * MT;
+          // Rows and taps past the edge repeat the last one; their sums are dropped.
+          for (int64_t i = 0; i < MK; ++i)
+            a[i] = gp.data() + std::min(k0 + i, s.K - 1) * L + j0;
+          for (int64_t t = 0; t < MT; ++t)
+            b[t] = xp.data() + tap_off[std::min(t0 + t, taps - 1)] + j0;
+          std::fill_n(out, MK * MT, 0.f);
+          kern.fn(a, b, seg, out);
+          for (int64_t i = 0; i < MK && k0 + i < s.K; ++i)
+            for (int64_t t = 0; t < MT && t0 + t < taps; ++t)
+              dw[(k0 + i) * taps + t0 + t] += out[i * MT + t];
+        }
+      }
+    });
+  }
+}
+
+}  // namespace conv_ext::cpu
