@@ -27,11 +27,15 @@ PATHS = [
     # Winograd F(2x2, 3x3), float32 NCHW 3 x 3 stride 1 with >= 16 channels
     # each side (the other dtypes take the GEMM): odd output sizes (a half
     # tile on the right and bottom), no padding, padding 3 (the grad input's
-    # is then -1), and enough tiles for several blocks and a partial panel
+    # is then -1), and enough tiles for several blocks and a partial panel;
+    # each case has the >= 64 tiles Winograd asks for in both passes
     ("winograd_odd", 2, 20, 13, 17, 24, 3, 3, 1, 1, 1, 1, False),
-    ("winograd_pad0", 3, 16, 9, 10, 18, 3, 3, 1, 0, 1, 1, False),
-    ("winograd_pad3", 1, 17, 6, 5, 16, 3, 3, 1, 3, 1, 1, False),
+    ("winograd_pad0", 4, 16, 9, 10, 18, 3, 3, 1, 0, 1, 1, False),
+    ("winograd_pad3", 3, 17, 10, 9, 16, 3, 3, 1, 3, 1, 1, False),
     ("winograd_blocks", 2, 16, 41, 38, 33, 3, 3, 1, 2, 1, 1, False),
+    # one block of tiles (7 x 7 images, 64 tiles) whose output channels two
+    # threads split
+    ("winograd_parts", 4, 32, 7, 7, 40, 3, 3, 1, 1, 1, 1, False),
     # grad weight by window dot products (float32 stride 1, >= 2048 padded
     # pixels in the batch): dilated 5 x 5, and 1 x 1 (no padding at all)
     ("window_dilated", 2, 18, 30, 33, 20, 5, 5, 1, 3, 2, 1, False),
@@ -219,6 +223,7 @@ SPECIALIZED = {
     "winograd_pad0": ["output", "grad_input"],
     "winograd_pad3": ["output", "grad_input"],
     "winograd_blocks": ["output", "grad_input", "grad_weight"],
+    "winograd_parts": ["output", "grad_input"],
     "window_dilated": ["grad_weight"],
     "window_1x1": ["grad_weight"],
 }

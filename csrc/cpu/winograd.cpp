@@ -60,17 +60,28 @@ void for_tile_runs(int64_t t0, int64_t t1, int64_t TY, int64_t TX, F&& f) {
   }
 }
 
-// Tiles per block: at most `fit`, chosen so that the thread with the most
-// blocks runs as few padded tiles as possible (every block rounds up to
-// whole NR-tile panels and reads all of U once, counted as 8 tiles).
-int64_t tiles_per_block(int64_t T, int64_t fit, int64_t NR, int64_t threads) {
-  int64_t best = 1;
+// How the tiles are cut into blocks and the blocks' output channels into
+// parts: a task is one part of one block. Blocks hold at most `fit` tiles;
+// when there are fewer blocks than threads (a late layer: 7 x 7 images, 32
+// tiles in all) each block's output channels are split, every part
+// transforming the block's input for itself (cheap next to its GEMMs).
+struct Split {
+  int64_t nb, blocks, parts;
+};
+
+// Chooses the split whose busiest thread runs the fewest padded tiles
+// (blocks round up to whole NR-tile panels, each part also reads its share
+// of U, counted as 8 tiles), the larger block on ties.
+Split split_tiles(int64_t T, int64_t fit, int64_t NR, int64_t threads) {
+  Split best{1, T, 1};
   double best_cost = 0;
   for (int64_t nb = std::min(fit, T); nb >= 1; --nb) {
-    const int64_t rounds = ((T + nb - 1) / nb + threads - 1) / threads;
-    const double cost = double(rounds) * double(round_up(nb, NR) + 8);
+    const int64_t blocks = (T + nb - 1) / nb;
+    const int64_t parts = std::max<int64_t>(1, threads / blocks);
+    const int64_t rounds = (blocks * parts + threads - 1) / threads;
+    const double cost = double(rounds) * double(round_up(nb, NR) + 8) / double(parts);
     if (nb == std::min(fit, T) || cost < best_cost) {
-      best = nb;
+      best = {nb, blocks, parts};
       best_cost = cost;
     }
   }
@@ -90,32 +101,40 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
   transform_taps(pb, wk, MR, Kpad, U);
 
   const int64_t fit = std::max<int64_t>(NR, kBlockBytes / 4 / (kXi * C));
-  const int64_t nb = tiles_per_block(T, fit, NR, at::get_num_threads());
+  const Split split = split_tiles(T, fit, NR, at::get_num_threads());
+  const int64_t nb = split.nb;
   const int64_t ld = round_up(nb, NR);  // row length of every per-block array
   const int64_t kb = std::min(Kpad, std::max<int64_t>(MR, kProductBytes / 4 / (kXi * ld) / MR * MR));
-  const int64_t blocks = (T + nb - 1) / nb;
+  const int64_t kpart = round_up((K + split.parts - 1) / split.parts, MR);
 
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, split.blocks * split.parts, 1, [&](int64_t begin, int64_t end) {
     float* const V = scratch<float>(1, kXi * C * ld);
     float* const M = scratch<float>(0, kXi * kb * ld);
     float* const D = scratch<float>(2, kXi * ld + 4 * ld);  // gathered tiles, then outputs
     float* const Y = D + kXi * ld;
-    for (int64_t b = begin; b < end; ++b) {
+    int64_t transformed = -1;  // the block whose input V holds
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / split.parts;
+      const int64_t k_lo = task % split.parts * kpart, k_hi = std::min(K, k_lo + kpart);
       const int64_t t0 = b * nb, t1 = std::min(T, t0 + nb), nt = t1 - t0;
-      // Tiles past nt in the last panel transform zeros into zeros.
-      for (int64_t x = 0; x < kXi; ++x) std::fill(D + x * ld + nt, D + x * ld + round_up(nt, NR), 0.f);
-      for (int64_t c = 0; c < C; ++c) {
-        for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-          wk.gather(pb.src + n * pb.sn + c * pb.sc, pb.sh, pb.H, pb.W, 2 * ty - pb.pad_h,
-                    2 * tx0 - pb.pad_w, len, D + tb, ld);
-        });
-        // Into the B panels of each x: tile t of channel c at
-        // x * C * ld + (t / NR) * NR * C + c * NR + t % NR.
-        for (int64_t p = 0; p < nt; p += NR)
-          wk.input(D + p, ld, NR, V + p * C + c * NR, C * ld);
+      if (k_lo >= k_hi) continue;
+      if (b != transformed) {
+        // Tiles past nt in the last panel transform zeros into zeros.
+        for (int64_t x = 0; x < kXi; ++x) std::fill(D + x * ld + nt, D + x * ld + round_up(nt, NR), 0.f);
+        for (int64_t c = 0; c < C; ++c) {
+          for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
+            wk.gather(pb.src + n * pb.sn + c * pb.sc, pb.sh, pb.H, pb.W, 2 * ty - pb.pad_h,
+                      2 * tx0 - pb.pad_w, len, D + tb, ld);
+          });
+          // Into the B panels of each x: tile t of channel c at
+          // x * C * ld + (t / NR) * NR * C + c * NR + t % NR.
+          for (int64_t p = 0; p < nt; p += NR)
+            wk.input(D + p, ld, NR, V + p * C + c * NR, C * ld);
+        }
+        transformed = b;
       }
-      for (int64_t k0 = 0; k0 < K; k0 += kb) {
-        const int64_t kn = std::min(kb, K - k0);
+      for (int64_t k0 = k_lo; k0 < k_hi; k0 += kb) {
+        const int64_t kn = std::min(kb, k_hi - k0);
         const Blocking blk{std::min(round_up(kn, MR), kWeightRows), ld, kernel.kc};
         for (int64_t x = 0; x < kXi; ++x) {
           const float* Ux = U + x * Kpad * C + k0 * C;
