@@ -44,6 +44,10 @@ PATHS = [
     ("gemm_nhwc", 2, 24, 15, 21, 18, 3, 3, 1, 1, 1, 1, True),
     # pixels-major chosen for few pixels per image (7 x 7)
     ("gemm_few_pixels", 3, 48, 7, 7, 40, 3, 3, 1, 1, 1, 1, False),
+    # few pixels, many channels: output channels split across threads, all
+    # images' pixels in one GEMM (forward and grad input)
+    ("few_pixels", 2, 160, 5, 6, 140, 3, 3, 1, 1, 1, 1, False),
+    ("few_pixels_nhwc", 2, 130, 4, 5, 136, 3, 3, 1, 1, 1, 1, True),
     # 1 x 1, no im2col gather beyond runs
     ("pointwise", 2, 32, 13, 19, 48, 1, 1, 1, 0, 1, 1, False),
     # stride 2: grad input through col2im

@@ -23,6 +23,7 @@
 #include "conv_gemm.h"
 #include "depthwise_direct.h"
 #include "depthwise_nhwc.h"
+#include "gemm_few_pixels.h"
 #include "heuristic.h"
 #include "winograd.h"
 
@@ -52,15 +53,32 @@ void backward_input_gather(
   std::vector<int64_t> cofs_w(Cg), tofs(KRS);
   for (int64_t c = 0; c < Cg; ++c) cofs_w[c] = c * wv.s1;
   tap_offsets(Kg, s.R, s.S, wv.s0, wv.s2, wv.s3, rsc, tofs.data());
-  acc_t* const wpack = scratch<acc_t>(3, s.G * Cpad * KRS);
-  pack_table_parallel(
-      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, cofs_w.data(), Cg,
-      tofs.data(), KRS, wwidth, wpack);
 
   const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
   const Strides4 ys(grad_output);
   scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
   const Strides4 xs(grad_input);
+  auto image = [&](int64_t n, int64_t g) {
+    return Im2col<scalar_t>{
+        dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.W,
+        1, 1, s.pad_h, s.pad_w, -s.dil_h, -s.dil_w, s.R, s.S, rsc};
+  };
+
+  if (s.G == 1 && few_pixels(s.N, HW, s.C, MR, NR)) {
+    std::vector<int64_t> po(HW), co(s.C);
+    for (int64_t i = 0; i < HW; ++i) po[i] = i / s.W * xs.d2 + i % s.W * xs.d3;
+    for (int64_t c = 0; c < s.C; ++c) co[c] = c * xs.d1;
+    gemm_few_pixels<scalar_t, acc_t>(
+        vec_isa, kernel, s.N, HW, [&](int64_t n) { return image(n, 0); },
+        weight.const_data_ptr<scalar_t>(), cofs_w.data(), s.C, tofs.data(), KRS,
+        static_cast<const acc_t*>(nullptr), dx, xs.d0, po.data(), co.data());
+    return;
+  }
+
+  acc_t* const wpack = scratch<acc_t>(3, s.G * Cpad * KRS);
+  pack_table_parallel(
+      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, cofs_w.data(), Cg,
+      tofs.data(), KRS, wwidth, wpack);
   const int64_t tile = pixel_tile(s.N * s.G, HW, pixels_major ? MR : NR);
   const int64_t tiles = (HW + tile - 1) / tile;
   const int64_t KC = kernel.kc;
@@ -77,9 +95,7 @@ void backward_input_gather(
       const int64_t g = (task / tiles) % s.G;
       const int64_t hw0 = (task % tiles) * tile;
       const int64_t npix = std::min(tile, HW - hw0);
-      const Im2col<scalar_t> view{
-          dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.W,
-          1, 1, s.pad_h, s.pad_w, -s.dil_h, -s.dil_w, s.R, s.S, rsc};
+      const Im2col<scalar_t> view = image(n, g);
       const acc_t* wg = wpack + g * Cpad * KRS;
       for (int64_t j = 0; j < npix; ++j) {
         const int64_t h = (hw0 + j) / s.W, w = (hw0 + j) % s.W;

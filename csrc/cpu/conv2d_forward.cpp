@@ -24,6 +24,7 @@
 #include "depthwise_direct.h"
 #include "depthwise_nhwc.h"
 #include "epilogue.h"
+#include "gemm_few_pixels.h"
 #include "heuristic.h"
 #include "winograd.h"
 
@@ -55,10 +56,6 @@ void forward_gemm(
   std::vector<int64_t> kofs(Kg), tofs(CRS);
   for (int64_t k = 0; k < Kg; ++k) kofs[k] = k * wv.s0;
   tap_offsets(Cg, s.R, s.S, wv.s1, wv.s2, wv.s3, rsc, tofs.data());
-  acc_t* const wpack = scratch<acc_t>(3, s.G * Kpad * CRS);
-  pack_table_parallel(
-      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, kofs.data(), Kg,
-      tofs.data(), CRS, wwidth, wpack);
 
   std::vector<acc_t> b(s.K, acc_t(0));
   if (bias.has_value() && bias->defined()) {
@@ -71,6 +68,29 @@ void forward_gemm(
   const Strides4 xs(input);
   scalar_t* y = output.mutable_data_ptr<scalar_t>();
   const Strides4 ys(output);
+  auto image = [&](int64_t n, int64_t g) {
+    return Im2col<scalar_t>{
+        x + n * xs.d0 + g * Cg * xs.d1, xs.d1, xs.d2, xs.d3, Cg, s.H, s.W, s.Q,
+        s.stride_h, s.stride_w, -s.pad_h, -s.pad_w, s.dil_h, s.dil_w, s.R, s.S, rsc};
+  };
+
+  if (s.G == 1 && few_pixels(s.N, PQ, s.K, MR, NR)) {
+    std::vector<int64_t> po(PQ), co(s.K);
+    for (int64_t i = 0; i < PQ; ++i) po[i] = i / s.Q * ys.d2 + i % s.Q * ys.d3;
+    for (int64_t k = 0; k < s.K; ++k) co[k] = k * ys.d1;
+    gemm_few_pixels<scalar_t, acc_t>(
+        vec_isa, kernel, s.N, PQ, [&](int64_t n) { return image(n, 0); },
+        weight.const_data_ptr<scalar_t>(), kofs.data(), s.K, tofs.data(), CRS, b.data(),
+        y, ys.d0, po.data(), co.data());
+    // The output is freshly allocated, dense in its memory format.
+    activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);
+    return;
+  }
+
+  acc_t* const wpack = scratch<acc_t>(3, s.G * Kpad * CRS);
+  pack_table_parallel(
+      weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, kofs.data(), Kg,
+      tofs.data(), CRS, wwidth, wpack);
   const int64_t tile = pixel_tile(s.N * s.G, PQ, pixels_major ? MR : NR);
   const int64_t tiles = (PQ + tile - 1) / tile;
   const int64_t KC = kernel.kc;
@@ -87,10 +107,7 @@ void forward_gemm(
       const int64_t g = (task / tiles) % s.G;
       const int64_t pq0 = (task % tiles) * tile;
       const int64_t npix = std::min(tile, PQ - pq0);
-      const Im2col<scalar_t> view{
-          x + n * xs.d0 + g * Cg * xs.d1, xs.d1, xs.d2, xs.d3, Cg, s.H, s.W, s.Q,
-          s.stride_h, s.stride_w, -s.pad_h, -s.pad_w, s.dil_h, s.dil_w,
-          s.R, s.S, rsc};
+      const Im2col<scalar_t> view = image(n, g);
       const acc_t* wg = wpack + g * Kpad * CRS;
       for (int64_t j = 0; j < npix; ++j) {
         const int64_t p = (pq0 + j) / s.Q, q = (pq0 + j) % s.Q;
