@@ -7,13 +7,17 @@
 // all images' pixels are the rows of one GEMM, and each thread packs only
 // its channels' weights, one depth block at a time, just before using
 // them: the kernel is read from memory once in all, and its packed blocks
-// stay in L2.
+// stay in L2. When each channel's weights are one contiguous run in tap
+// order (the forward on a contiguous kernel), they are not packed at all:
+// the channels are the rows of the micro-kernel, read in place
+// (microkernel_rows.cpp), and the pixels its packed columns.
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "conv_gemm.h"
@@ -29,6 +33,56 @@ inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t
       channels >= 2 * NR * at::get_num_threads();
 }
 
+// gemm_few_pixels with the weights read in place: w + wo[j] is channel j's
+// run of taps. Channels are split in parts of whole MR-row panels; images'
+// pixels are columns, each image starting a new NR-wide panel.
+template <typename T, typename View>
+void gemm_few_pixels_rows(
+    const GemmKernel<T>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
+    const T* w, const int64_t* wo, int64_t channels, int64_t taps, const T* bias, T* dst,
+    int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads) {
+  const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
+  const int64_t per_image = round_up(pixels, NR), cols = images * per_image;
+  const int64_t part = round_up((channels + threads - 1) / threads, MR);
+  const int64_t parts = (channels + part - 1) / part;
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    T* const cbuf = scratch<T>(0, part * cols);
+    T* const bbuf = scratch<T>(1, cols * KC);
+    T edge[6 * 64];  // mr x nr of the largest tile
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t j0 = p * part, nj = std::min(part, channels - j0);
+      for (int64_t pc = 0; pc < taps; pc += KC) {
+        const int64_t kc = std::min(KC, taps - pc);
+        for (int64_t n = 0; n < images; ++n)
+          pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, NR,
+                       bbuf + n * per_image * kc);
+        for (int64_t jr = 0; jr < cols; jr += NR) {
+          const T* bp = bbuf + jr * kc;
+          for (int64_t ir = 0; ir < nj; ir += MR) {
+            const int64_t mv = std::min(MR, nj - ir);
+            const T* a[6];
+            for (int64_t i = 0; i < MR; ++i)  // rows past the part repeat its last
+              a[i] = w + wo[j0 + ir + std::min(i, mv - 1)] + pc;
+            T* c = cbuf + ir * cols + jr;
+            if (mv == MR) {
+              kernel.rows_fn(kc, a, bp, c, cols, pc > 0);
+              continue;
+            }
+            for (int64_t i = 0; i < mv && pc > 0; ++i)
+              std::copy_n(c + i * cols, NR, edge + i * NR);
+            kernel.rows_fn(kc, a, bp, edge, NR, pc > 0);
+            for (int64_t i = 0; i < mv; ++i) std::copy_n(edge + i * NR, NR, c + i * cols);
+          }
+        }
+      }
+      for (int64_t n = 0; n < images; ++n)
+        store_tile(cbuf + n * per_image, cols, nj, pixels, co + j0, po,
+                   bias ? bias + j0 : nullptr, static_cast<const T*>(nullptr),
+                   dst + n * image_stride);
+    }
+  });
+}
+
 // out(n, pixel i, channel j) = bias[j] + sum_t patch(n)(i, t) * w[wo[j] + to[t]]
 // for j < channels, written to dst + n * image_stride + po[i] + co[j];
 // view(n) is image n's patch matrix (pack.h), taps in its order.
@@ -39,8 +93,17 @@ void gemm_few_pixels(
     const int64_t* to, int64_t taps, const acc_t* bias, scalar_t* dst,
     int64_t image_stride, const int64_t* po, const int64_t* co) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
-  const int64_t per_image = round_up(pixels, MR), rows = images * per_image;
   const int64_t threads = at::get_num_threads();
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    bool in_place = true;
+    for (int64_t t = 0; t < taps && in_place; ++t) in_place = to[t] == to[0] + t;
+    if (in_place) {
+      gemm_few_pixels_rows(kernel, vec_isa, images, pixels, view, w + to[0], wo, channels,
+                           taps, bias, dst, image_stride, po, co, threads);
+      return;
+    }
+  }
+  const int64_t per_image = round_up(pixels, MR), rows = images * per_image;
   const int64_t part = round_up((channels + threads - 1) / threads, NR);
   const int64_t parts = (channels + part - 1) / part;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {

@@ -23,11 +23,18 @@ template <typename T>
 using MicroKernelFn = void (*)(
     int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
 
+// The same tile with A read in place: a[i] points at row i's depth run
+// (microkernel_rows.cpp).
+template <typename T>
+using MicroKernelRowsFn = void (*)(
+    int64_t kc, const T* const* a, const T* b, T* c, int64_t ldc, bool accumulate);
+
 template <typename T>
 struct GemmKernel {
   int64_t mr, nr;
   int64_t kc;  // depth of one packed block: a kc x nr B panel stays in L1
   MicroKernelFn<T> fn;
+  MicroKernelRowsFn<T> rows_fn;
 };
 
 void microkernel_scalar(
@@ -43,6 +50,18 @@ void microkernel_avx512(
 void microkernel_avx512(
     int64_t kc, const double* a, const double* b, double* c, int64_t ldc, bool accumulate);
 
+#define CONV_EXT_ROWS_KERNEL(isa)                                                   \
+  void microkernel_rows_##isa(                                                     \
+      int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,    \
+      bool accumulate);                                                            \
+  void microkernel_rows_##isa(                                                     \
+      int64_t kc, const double* const* a, const double* b, double* c, int64_t ldc, \
+      bool accumulate);
+CONV_EXT_ROWS_KERNEL(scalar)
+CONV_EXT_ROWS_KERNEL(avx2)
+CONV_EXT_ROWS_KERNEL(avx512)
+#undef CONV_EXT_ROWS_KERNEL
+
 // kc: a B panel of kc x nr takes 16 KiB (float at AVX2: 256 x 16) to
 // 32 KiB (AVX-512: 256 x 32 floats), within a 32-48 KiB L1.
 template <typename T>
@@ -50,11 +69,11 @@ GemmKernel<T> select_microkernel(Isa isa) {
   constexpr int64_t lanes = 32 / sizeof(T);  // per ymm
   switch (isa) {
     case Isa::kAvx512:
-      return {6, 4 * lanes, 256, &microkernel_avx512};
+      return {6, 4 * lanes, 256, &microkernel_avx512, &microkernel_rows_avx512};
     case Isa::kAvx2:
-      return {6, 2 * lanes, 256, &microkernel_avx2};
+      return {6, 2 * lanes, 256, &microkernel_avx2, &microkernel_rows_avx2};
     default:
-      return {6, 2 * lanes, 256, &microkernel_scalar};
+      return {6, 2 * lanes, 256, &microkernel_scalar, &microkernel_rows_scalar};
   }
 }
 

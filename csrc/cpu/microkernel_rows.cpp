@@ -1,0 +1,83 @@
+// The micro-kernel tile of microkernel.h with A read in place instead of
+// from a packed panel: a[i] points at row i's run of depth (unit stride),
+// so a weight stored row by row (k, then c, r, s) feeds the kernel without
+// packing. Written once over GCC/Clang vectors and built for AVX-512F,
+// AVX2 + FMA and the baseline, with the same mr x nr as the packed kernels.
+#include "microkernel.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
+#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
+#else
+#define CONV_EXT_FLAT_AVX2
+#define CONV_EXT_FLAT_AVX512
+#endif
+
+namespace conv_ext::cpu {
+namespace {
+
+template <typename T, int L>
+struct Vec {
+  typedef T type __attribute__((vector_size(L * sizeof(T))));
+};
+
+// 6 rows x NV vectors of L lanes.
+template <typename T, int L, int NV>
+inline void rows_tile(
+    int64_t kc, const T* const* a, const T* b, T* c, int64_t ldc, bool accumulate) {
+  using V = typename Vec<T, L>::type;
+  const T* ar[6];
+  for (int i = 0; i < 6; ++i) ar[i] = a[i];
+  V acc[6][NV];
+  for (int i = 0; i < 6; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) __builtin_memcpy(&bv[v], b + v * L, sizeof(V));
+    for (int i = 0; i < 6; ++i) {
+      const T ai = ar[i][k];
+      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
+    }
+    b += NV * L;
+  }
+  for (int i = 0; i < 6; ++i)
+    for (int v = 0; v < NV; ++v) {
+      T* ci = c + i * ldc + v * L;
+      V out = acc[i][v];
+      if (accumulate) {
+        V old;
+        __builtin_memcpy(&old, ci, sizeof(V));
+        out += old;
+      }
+      __builtin_memcpy(ci, &out, sizeof(V));
+    }
+}
+
+}  // namespace
+
+CONV_EXT_FLAT_AVX512 void microkernel_rows_avx512(
+    int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc, bool acc) {
+  rows_tile<float, 16, 2>(kc, a, b, c, ldc, acc);
+}
+CONV_EXT_FLAT_AVX512 void microkernel_rows_avx512(
+    int64_t kc, const double* const* a, const double* b, double* c, int64_t ldc, bool acc) {
+  rows_tile<double, 8, 2>(kc, a, b, c, ldc, acc);
+}
+CONV_EXT_FLAT_AVX2 void microkernel_rows_avx2(
+    int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc, bool acc) {
+  rows_tile<float, 8, 2>(kc, a, b, c, ldc, acc);
+}
+CONV_EXT_FLAT_AVX2 void microkernel_rows_avx2(
+    int64_t kc, const double* const* a, const double* b, double* c, int64_t ldc, bool acc) {
+  rows_tile<double, 4, 2>(kc, a, b, c, ldc, acc);
+}
+void microkernel_rows_scalar(
+    int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc, bool acc) {
+  rows_tile<float, 4, 4>(kc, a, b, c, ldc, acc);
+}
+void microkernel_rows_scalar(
+    int64_t kc, const double* const* a, const double* b, double* c, int64_t ldc, bool acc) {
+  rows_tile<double, 2, 4>(kc, a, b, c, ldc, acc);
+}
+
+}  // namespace conv_ext::cpu
