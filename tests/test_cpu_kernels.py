@@ -40,6 +40,10 @@ PATHS = [
     # pixels in the batch): dilated 5 x 5, and 1 x 1 (no padding at all)
     ("window_dilated", 2, 18, 30, 33, 20, 5, 5, 1, 3, 2, 1, False),
     ("window_1x1", 4, 24, 20, 30, 40, 1, 1, 1, 0, 1, 1, False),
+    # strides through phase planes: 7 x 7 stride 2 (as ResNet's first
+    # layer), and stride 2 with dilation 2
+    ("window_stride2", 4, 3, 40, 44, 16, 7, 7, 2, 3, 1, 1, False),
+    ("window_stride2_dil", 8, 8, 33, 30, 12, 3, 3, 2, 1, 2, 1, False),
     # packed GEMM, pixels-major with (r, s, c) taps (channels_last)
     ("gemm_nhwc", 2, 24, 15, 21, 18, 3, 3, 1, 1, 1, 1, True),
     # pixels-major chosen for few pixels per image (7 x 7)
@@ -230,6 +234,8 @@ SPECIALIZED = {
     "winograd_parts": ["output", "grad_input"],
     "window_dilated": ["grad_weight"],
     "window_1x1": ["grad_weight"],
+    "window_stride2": ["grad_weight"],
+    "window_stride2_dil": ["grad_weight"],
 }
 
 

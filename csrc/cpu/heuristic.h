@@ -112,23 +112,25 @@ inline bool use_winograd(
       dst.stride(3) == 1;
 }
 
-// Grad weight by window dot products (window_dot.h) for float32 stride-1
-// layers without groups that the direct kernels do not take: NCHW rows on
-// both operands, a dense (k, c, r, s) result, and a padded frame near the
-// image size (it is materialized, unlike the GEMM's patches). Each result
-// is one dot product over all padded pixels of the batch, whose lanes are
-// reduced per 4096-float segment: below ~2048 pixels the reductions cost
-// as much as the products (measured, 2 threads: r50_res4_3x3, 512 padded
-// pixels, 0.47x torch against the GEMM's 0.72x; r50_res2_3x3, 6728, 1.1x
-// against 0.52x).
+// Grad weight by window dot products (window_dot.h) for float32 layers
+// without groups that the direct kernels do not take: NCHW rows on both
+// operands, a dense (k, c, r, s) result, and padded phase planes near the
+// image size (they are materialized, unlike the GEMM's patches). Each
+// result is one dot product over all padded pixels of the batch, whose
+// lanes are reduced per 4096-float segment: below ~2048 pixels the
+// reductions cost as much as the products (measured, 2 threads:
+// r50_res4_3x3, 512 padded pixels, 0.47x torch against the GEMM's 0.72x;
+// r50_res2_3x3, 6728, 1.1x against 0.52x).
 inline bool use_window_weight_grad(
     const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& grad_weight, Isa isa) {
-  const int64_t Hp = s.P + (s.R - 1) * s.dil_h, Wp = s.Q + (s.S - 1) * s.dil_w;
-  return s.N * Hp * Wp >= 2048 && !gemm_only() && isa != Isa::kScalar && input.scalar_type() == at::kFloat &&
-      s.G == 1 && s.stride_h == 1 && s.stride_w == 1 && !use_direct_grouped(s) &&
+  // Upper bounds of the phase planes' extent (window_weight_grad.cpp).
+  const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
+  const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
+  return s.N * Hp * Wp >= 2048 && !gemm_only() && isa != Isa::kScalar &&
+      input.scalar_type() == at::kFloat && s.G == 1 && !use_direct_grouped(s) &&
       input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
-      Hp <= 2 * s.H + 64 && Wp <= 2 * s.W + 64;
+      Hp * s.stride_h <= 2 * s.H + 64 && Wp * s.stride_w <= 2 * s.W + 64;
 }
 
 }  // namespace conv_ext::cpu

@@ -1,5 +1,5 @@
-// Grad weight of stride-1 float32 convolutions as dot products of shifted
-// windows: no im2col, no packing.
+// Grad weight of float32 convolutions as dot products of shifted windows:
+// no im2col, no packing.
 //
 // Pad the input once into planes of Hp x Wp = (P + (R-1) dil_h) x
 // (Q + (S-1) dil_w) and lay grad_output out on the same row pitch Wp (zero
@@ -11,7 +11,10 @@
 // output channels by MT taps loads MK + MT vectors per MK * MT
 // multiply-adds (AVX-512: 4 x 6, 10 loads for 24 FMAs). Images are stacked
 // along j (pitch Hp * Wp each), so a late layer's 7 x 7 images still make
-// long runs.
+// long runs. Strides become unit strides by splitting the input into
+// stride_h x stride_w phase planes (every stride-th row and column): each
+// tap reads one phase plane, again as a shifted window
+// (window_weight_grad.cpp).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -59,8 +62,8 @@ struct WindowDotKernel {
 
 WindowDotKernel window_dot_kernel(Isa isa);
 
-// grad_weight (float32, dense, K x C x R x S) of a stride-1 convolution
-// without groups, by window_dot.
+// grad_weight (float32, dense, K x C x R x S) of a convolution without
+// groups, by window_dot.
 void window_backward_weight(
     const at::Tensor& grad_output, const at::Tensor& input, const ConvShape& s,
     at::Tensor& grad_weight, Isa isa);

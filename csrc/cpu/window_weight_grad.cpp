@@ -19,6 +19,33 @@ constexpr int64_t kChunkBytes = int64_t(32) << 20;
 // of 16 KiB stay in L2 while the thread sweeps its taps across them.
 constexpr int64_t kSegment = 4096;
 
+// Where tap (r, s) reads, per dimension: input index o * st + k * dil - pad
+// = (o + base) * st + phase with 0 <= phase < st. Phase planes hold every
+// st-th input element, so each tap is a unit-stride window of one of them.
+struct PhaseDim {
+  int64_t lo;     // the smallest base over the taps: plane row 0
+  int64_t len;    // plane extent: out + (largest base - lo)
+  std::vector<int64_t> base, phase;  // per tap index, base relative to lo
+};
+
+PhaseDim phase_dim(int64_t out, int64_t st, int64_t dil, int64_t pad, int64_t taps) {
+  PhaseDim d;
+  d.base.resize(taps);
+  d.phase.resize(taps);
+  int64_t hi = 0;
+  for (int64_t k = 0; k < taps; ++k) {
+    const int64_t off = k * dil - pad;
+    const int64_t b = off >= 0 ? off / st : -((-off + st - 1) / st);
+    d.base[k] = b;
+    d.phase[k] = off - b * st;
+    if (k == 0 || b < d.lo) d.lo = b;
+    if (k == 0 || b > hi) hi = b;
+  }
+  for (int64_t k = 0; k < taps; ++k) d.base[k] -= d.lo;
+  d.len = out + hi - d.lo;
+  return d;
+}
+
 }  // namespace
 
 void window_backward_weight(
@@ -26,21 +53,29 @@ void window_backward_weight(
     at::Tensor& grad_weight, Isa isa) {
   const WindowDotKernel kern = window_dot_kernel(isa);
   const int64_t MK = kern.mk, MT = kern.mt, B = kern.lanes;
-  const int64_t Hp = s.P + (s.R - 1) * s.dil_h, Wp = s.Q + (s.S - 1) * s.dil_w;
+  const PhaseDim ph = phase_dim(s.P, s.stride_h, s.dil_h, s.pad_h, s.R);
+  const PhaseDim pw = phase_dim(s.Q, s.stride_w, s.dil_w, s.pad_w, s.S);
+  const int64_t Hp = ph.len, Wp = pw.len, phases = s.stride_h * s.stride_w;
   const int64_t pitch = Hp * Wp, RS = s.R * s.S, taps = s.C * RS;
-  const int64_t reach = (s.R - 1) * s.dil_h * Wp + (s.S - 1) * s.dil_w;
+  int64_t reach = 0;
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t)
+      reach = std::max(reach, ph.base[r] * Wp + pw.base[t]);
 
-  const int64_t per_image = (s.C + s.K) * pitch * int64_t(sizeof(float));
+  const int64_t per_image = (s.C * phases + s.K) * pitch * int64_t(sizeof(float));
   const int64_t nimg = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(1, per_image), 1, s.N);
   const int64_t L = round_up(nimg * pitch, B);  // grad_output run of a full chunk
   const int64_t xlen = L + reach;               // input run: every tap's window fits
-  std::vector<float> xp(s.C * xlen), gp(s.K * L);
+  std::vector<float> xp(s.C * phases * xlen), gp(s.K * L);
 
+  // Tap (c, r, s) reads phase plane (c, phase_r, phase_s) from its window's start.
   std::vector<int64_t> tap_off(taps);
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t r = 0; r < s.R; ++r)
       for (int64_t t = 0; t < s.S; ++t)
-        tap_off[(c * s.R + r) * s.S + t] = c * xlen + r * s.dil_h * Wp + t * s.dil_w;
+        tap_off[(c * s.R + r) * s.S + t] =
+            ((c * s.stride_h + ph.phase[r]) * s.stride_w + pw.phase[t]) * xlen +
+            ph.base[r] * Wp + pw.base[t];
 
   const float* x = input.const_data_ptr<float>();
   const float* gy = grad_output.const_data_ptr<float>();
@@ -52,26 +87,30 @@ void window_backward_weight(
   for (int64_t n0 = 0; n0 < s.N; n0 += nimg) {
     const int64_t ni = std::min(nimg, s.N - n0);
     const int64_t len = round_up(ni * pitch, B);
-    // Planes: image i at i * pitch, pixel (h, w) of the padded frame at
-    // h * Wp + w; everything else zero.
-    at::parallel_for(0, s.C + s.K, grain_for(ni * pitch), [&](int64_t begin, int64_t end) {
-      for (int64_t ch = begin; ch < end; ++ch) {
-        const bool is_x = ch < s.C;
-        float* dst = is_x ? xp.data() + ch * xlen : gp.data() + (ch - s.C) * L;
+    // Planes: image i at i * pitch, element (u, v) of phase plane (a, b) at
+    // u * Wp + v holding input (ph.lo + u) * st_h + a, (pw.lo + v) * st_w + b;
+    // grad_output pixel (p, q) at p * Wp + q; everything else zero.
+    const int64_t planes = s.C * phases;
+    at::parallel_for(0, planes + s.K, grain_for(ni * pitch), [&](int64_t begin, int64_t end) {
+      for (int64_t pl = begin; pl < end; ++pl) {
+        const bool is_x = pl < planes;
+        float* dst = is_x ? xp.data() + pl * xlen : gp.data() + (pl - planes) * L;
         std::fill_n(dst, is_x ? xlen : L, 0.f);
         for (int64_t i = 0; i < ni; ++i) {
           if (is_x) {
-            const float* src = x + (n0 + i) * xs.d0 + ch * xs.d1;
-            for (int64_t h = 0; h < s.H; ++h) {
-              const int64_t ph = h + s.pad_h;
-              if (ph < 0 || ph >= Hp) continue;
-              float* row = dst + i * pitch + ph * Wp;
-              for (int64_t w = std::max<int64_t>(0, -s.pad_w);
-                   w < s.W && w + s.pad_w < Wp; ++w)
-                row[w + s.pad_w] = src[h * xs.d2 + w * xs.d3];
+            const int64_t c = pl / phases, a = pl % phases / s.stride_w, b = pl % s.stride_w;
+            const float* src = x + (n0 + i) * xs.d0 + c * xs.d1;
+            for (int64_t u = 0; u < Hp; ++u) {
+              const int64_t h = (ph.lo + u) * s.stride_h + a;
+              if (h < 0 || h >= s.H) continue;
+              float* row = dst + i * pitch + u * Wp;
+              for (int64_t v = 0; v < Wp; ++v) {
+                const int64_t w = (pw.lo + v) * s.stride_w + b;
+                if (w >= 0 && w < s.W) row[v] = src[h * xs.d2 + w * xs.d3];
+              }
             }
           } else {
-            const float* src = gy + (n0 + i) * ys.d0 + (ch - s.C) * ys.d1;
+            const float* src = gy + (n0 + i) * ys.d0 + (pl - planes) * ys.d1;
             for (int64_t p = 0; p < s.P; ++p)
               for (int64_t q = 0; q < s.Q; ++q)
                 dst[i * pitch + p * Wp + q] = src[p * ys.d2 + q * ys.d3];
