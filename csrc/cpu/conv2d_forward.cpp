@@ -26,6 +26,7 @@
 #include "epilogue.h"
 #include "gemm_few_pixels.h"
 #include "heuristic.h"
+#include "window_forward.h"
 #include "winograd.h"
 
 namespace conv_ext::cpu {
@@ -85,6 +86,14 @@ void forward_gemm(
     // The output is freshly allocated, dense in its memory format.
     activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);
     return;
+  }
+
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (use_window_forward(s, input, weight, output, isa)) {
+      window_forward(input, weight, b.data(), s, output, isa);
+      activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);
+      return;
+    }
   }
 
   acc_t* const wpack = scratch<acc_t>(3, s.G * Kpad * CRS);

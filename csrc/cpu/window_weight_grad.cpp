@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "conv_gemm.h"
+#include "phase_planes.h"
 #include "window_dot.h"
 
 namespace conv_ext::cpu {
@@ -18,33 +19,6 @@ constexpr int64_t kChunkBytes = int64_t(32) << 20;
 // Floats of a run summed before its lanes are reduced: 4 grad_output rows
 // of 16 KiB stay in L2 while the thread sweeps its taps across them.
 constexpr int64_t kSegment = 4096;
-
-// Where tap (r, s) reads, per dimension: input index o * st + k * dil - pad
-// = (o + base) * st + phase with 0 <= phase < st. Phase planes hold every
-// st-th input element, so each tap is a unit-stride window of one of them.
-struct PhaseDim {
-  int64_t lo;     // the smallest base over the taps: plane row 0
-  int64_t len;    // plane extent: out + (largest base - lo)
-  std::vector<int64_t> base, phase;  // per tap index, base relative to lo
-};
-
-PhaseDim phase_dim(int64_t out, int64_t st, int64_t dil, int64_t pad, int64_t taps) {
-  PhaseDim d;
-  d.base.resize(taps);
-  d.phase.resize(taps);
-  int64_t hi = 0;
-  for (int64_t k = 0; k < taps; ++k) {
-    const int64_t off = k * dil - pad;
-    const int64_t b = off >= 0 ? off / st : -((-off + st - 1) / st);
-    d.base[k] = b;
-    d.phase[k] = off - b * st;
-    if (k == 0 || b < d.lo) d.lo = b;
-    if (k == 0 || b > hi) hi = b;
-  }
-  for (int64_t k = 0; k < taps; ++k) d.base[k] -= d.lo;
-  d.len = out + hi - d.lo;
-  return d;
-}
 
 }  // namespace
 
@@ -87,9 +61,8 @@ void window_backward_weight(
   for (int64_t n0 = 0; n0 < s.N; n0 += nimg) {
     const int64_t ni = std::min(nimg, s.N - n0);
     const int64_t len = round_up(ni * pitch, B);
-    // Planes: image i at i * pitch, element (u, v) of phase plane (a, b) at
-    // u * Wp + v holding input (ph.lo + u) * st_h + a, (pw.lo + v) * st_w + b;
-    // grad_output pixel (p, q) at p * Wp + q; everything else zero.
+    // Planes (phase_planes.h): image i at i * pitch; grad_output pixel
+    // (p, q) at p * Wp + q; everything else zero.
     const int64_t planes = s.C * phases;
     at::parallel_for(0, planes + s.K, grain_for(ni * pitch), [&](int64_t begin, int64_t end) {
       for (int64_t pl = begin; pl < end; ++pl) {
@@ -99,16 +72,8 @@ void window_backward_weight(
         for (int64_t i = 0; i < ni; ++i) {
           if (is_x) {
             const int64_t c = pl / phases, a = pl % phases / s.stride_w, b = pl % s.stride_w;
-            const float* src = x + (n0 + i) * xs.d0 + c * xs.d1;
-            for (int64_t u = 0; u < Hp; ++u) {
-              const int64_t h = (ph.lo + u) * s.stride_h + a;
-              if (h < 0 || h >= s.H) continue;
-              float* row = dst + i * pitch + u * Wp;
-              for (int64_t v = 0; v < Wp; ++v) {
-                const int64_t w = (pw.lo + v) * s.stride_w + b;
-                if (w >= 0 && w < s.W) row[v] = src[h * xs.d2 + w * xs.d3];
-              }
-            }
+            fill_phase_plane(x + (n0 + i) * xs.d0 + c * xs.d1, xs.d2, xs.d3, s.H, s.W, ph, pw,
+                             s.stride_h, s.stride_w, a, b, dst + i * pitch);
           } else {
             const float* src = gy + (n0 + i) * ys.d0 + (pl - planes) * ys.d1;
             for (int64_t p = 0; p < s.P; ++p)

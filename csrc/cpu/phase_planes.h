@@ -1,0 +1,65 @@
+// Phase planes: the input of a convolution re-laid so that every tap reads
+// a unit-stride window (window_dot.h, window_forward.cpp).
+//
+// Per dimension, tap k of output o reads input o * st + k * dil - pad
+// = (o + base_k) * st + phase_k with 0 <= phase_k < st. Phase plane
+// (a, b) of a channel holds the input elements whose row is = a and column
+// is = b modulo the strides, every st-th one, on a frame of Hp x Wp that
+// starts at the smallest base. Output pixel j = p * Wp + q (q < Q; the
+// columns q >= Q are junk) then meets tap (r, s) at plane element
+// j + base_r * Wp + base_s of plane (phase_r, phase_s): a window shifted by
+// a constant, the same for every pixel.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace conv_ext::cpu {
+
+struct PhaseDim {
+  int64_t lo = 0;   // the smallest base over the taps: frame index 0
+  int64_t len = 0;  // frame extent: out + (largest base - lo)
+  std::vector<int64_t> base, phase;  // per tap, base relative to lo
+};
+
+inline PhaseDim phase_dim(int64_t out, int64_t st, int64_t dil, int64_t pad, int64_t taps) {
+  PhaseDim d;
+  d.base.resize(taps);
+  d.phase.resize(taps);
+  int64_t hi = 0;
+  for (int64_t k = 0; k < taps; ++k) {
+    const int64_t off = k * dil - pad;
+    const int64_t b = off >= 0 ? off / st : -((-off + st - 1) / st);
+    d.base[k] = b;
+    d.phase[k] = off - b * st;
+    if (k == 0 || b < d.lo) d.lo = b;
+    if (k == 0 || b > hi) hi = b;
+  }
+  for (int64_t k = 0; k < taps; ++k) d.base[k] -= d.lo;
+  d.len = out + hi - d.lo;
+  return d;
+}
+
+// Writes phase plane (a, b) of one channel (H x W, strides sh, sw) to
+// dst[u * Wp + v], u < Hp, v < Wp; zero where the frame leaves the image.
+inline void fill_phase_plane(
+    const float* src, int64_t sh, int64_t sw, int64_t H, int64_t W, const PhaseDim& ph,
+    const PhaseDim& pw, int64_t st_h, int64_t st_w, int64_t a, int64_t b, float* dst) {
+  const int64_t Hp = ph.len, Wp = pw.len;
+  for (int64_t u = 0; u < Hp; ++u) {
+    float* row = dst + u * Wp;
+    const int64_t h = (ph.lo + u) * st_h + a;
+    if (h < 0 || h >= H) {
+      std::fill_n(row, Wp, 0.f);
+      continue;
+    }
+    const float* s = src + h * sh;
+    for (int64_t v = 0; v < Wp; ++v) {
+      const int64_t w = (pw.lo + v) * st_w + b;
+      row[v] = w >= 0 && w < W ? s[w * sw] : 0.f;
+    }
+  }
+}
+
+}  // namespace conv_ext::cpu

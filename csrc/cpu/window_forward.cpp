@@ -1,0 +1,128 @@
+// The driver of window_forward (window_forward.h): images in chunks of
+// bounded memory, each chunk's phase planes built once, then tiles of
+// output pixels (in the planes' frame, Wp per row, the last Wp - Q of each
+// row junk) by one thread each.
+#include "window_forward.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "conv_gemm.h"
+#include "phase_planes.h"
+
+namespace conv_ext::cpu {
+namespace {
+
+// Phase planes of a chunk of images stay under this.
+constexpr int64_t kChunkBytes = int64_t(32) << 20;
+
+}  // namespace
+
+void window_forward(
+    const at::Tensor& input, const at::Tensor& weight, const float* bias, const ConvShape& s,
+    at::Tensor& output, Isa isa) {
+  const GemmKernel<float> kernel = select_microkernel<float>(isa);
+  const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
+  const PhaseDim ph = phase_dim(s.P, s.stride_h, s.dil_h, s.pad_h, s.R);
+  const PhaseDim pw = phase_dim(s.Q, s.stride_w, s.dil_w, s.pad_w, s.S);
+  const int64_t Wp = pw.len, pitch = ph.len * Wp, phases = s.stride_h * s.stride_w;
+  const int64_t RS = s.R * s.S, taps = s.C * RS, planes = s.C * phases;
+  const int64_t J = s.P * Wp;  // frame pixels per image
+  int64_t reach = 0;
+  for (int64_t r = 0; r < s.R; ++r)
+    for (int64_t t = 0; t < s.S; ++t) reach = std::max(reach, ph.base[r] * Wp + pw.base[t]);
+  const int64_t tile = std::min(round_up(kMaxTilePixels, NR), round_up(J, NR));
+  const int64_t tiles = (J + tile - 1) / tile;
+  const int64_t plane_len = std::max(pitch, tiles * tile + reach);
+
+  std::vector<int64_t> tap_off(taps);
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        tap_off[(c * s.R + r) * s.S + t] =
+            ((c * s.stride_h + ph.phase[r]) * s.stride_w + pw.phase[t]) * plane_len +
+            ph.base[r] * Wp + pw.base[t];
+
+  const float* x = input.const_data_ptr<float>();
+  const float* w = weight.const_data_ptr<float>();  // row k: taps (c, r, s)
+  float* y = output.mutable_data_ptr<float>();
+  const Strides4 xs(input), ys(output);
+  const int64_t nimg = std::clamp<int64_t>(
+      kChunkBytes / std::max<int64_t>(1, planes * plane_len * int64_t(sizeof(float))), 1, s.N);
+  std::vector<float> xp(nimg * planes * plane_len);
+
+  for (int64_t n0 = 0; n0 < s.N; n0 += nimg) {
+    const int64_t ni = std::min(nimg, s.N - n0);
+    at::parallel_for(0, ni * planes, grain_for(pitch), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t i = task / planes, pl = task % planes;
+        const int64_t c = pl / phases, a = pl % phases / s.stride_w, b = pl % s.stride_w;
+        float* dst = xp.data() + task * plane_len;
+        fill_phase_plane(x + (n0 + i) * xs.d0 + c * xs.d1, xs.d2, xs.d3, s.H, s.W, ph, pw,
+                         s.stride_h, s.stride_w, a, b, dst);
+        std::fill(dst + pitch, dst + plane_len, 0.f);
+      }
+    });
+    at::parallel_for(0, ni * tiles, grain_for(tile * taps * s.K), [&](int64_t begin, int64_t end) {
+      const int64_t rows = round_up(s.K, MR);
+      float* const cbuf = scratch<float>(0, rows * tile);
+      float* const bbuf = scratch<float>(1, tile * KC);
+      float edge[6 * 64];  // mr x nr of the largest tile
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t i = task / tiles, j0 = task % tiles * tile;
+        const float* planes_i = xp.data() + i * planes * plane_len;
+        for (int64_t pc = 0; pc < taps; pc += KC) {
+          const int64_t kc = std::min(KC, taps - pc);
+          // Panel jr / NR, row t - pc: the tap's window at pixels j0 + jr ...
+          // (copies of a constant size, inlined: a memmove call per 32
+          // floats was a third of the time).
+          for (int64_t jr = 0; jr < tile; jr += NR)
+            for (int64_t t = pc; t < pc + kc; ++t) {
+              const float* src = planes_i + tap_off[t] + j0 + jr;
+              float* dst = bbuf + jr * kc + (t - pc) * NR;
+              if (NR == 32) {
+                __builtin_memcpy(dst, src, 32 * sizeof(float));
+              } else {
+                for (int64_t u = 0; u < NR; u += 8) __builtin_memcpy(dst + u, src + u, 8 * sizeof(float));
+              }
+            }
+          for (int64_t jr = 0; jr < tile; jr += NR) {
+            const float* bp = bbuf + jr * kc;
+            for (int64_t ir = 0; ir < s.K; ir += MR) {
+              const int64_t mv = std::min(MR, s.K - ir);
+              const float* a[6];
+              for (int64_t m = 0; m < MR; ++m)  // rows past K repeat the last
+                a[m] = w + (ir + std::min(m, mv - 1)) * taps + pc;
+              float* c = cbuf + ir * tile + jr;
+              if (mv == MR) {
+                kernel.rows_fn(kc, a, bp, c, tile, pc > 0);
+                continue;
+              }
+              for (int64_t m = 0; m < mv && pc > 0; ++m) std::copy_n(c + m * tile, NR, edge + m * NR);
+              kernel.rows_fn(kc, a, bp, edge, NR, pc > 0);
+              for (int64_t m = 0; m < mv; ++m) std::copy_n(edge + m * NR, NR, c + m * tile);
+            }
+          }
+        }
+        // Frame pixels j0 .. j0 + tile - 1 that are output pixels (q < Q).
+        const int64_t j1 = std::min(J, j0 + tile);
+        for (int64_t k = 0; k < s.K; ++k) {
+          const float bk = bias ? bias[k] : 0.f;
+          const float* c = cbuf + k * tile;
+          float* yk = y + (n0 + i) * ys.d0 + k * ys.d1;
+          for (int64_t j = j0; j < j1;) {
+            const int64_t p = j / Wp, q = j % Wp;
+            const int64_t run = std::min(Wp - q, j1 - j);
+            float* yr = yk + p * ys.d2;
+            for (int64_t u = 0; u < run && q + u < s.Q; ++u) yr[q + u] = c[j - j0 + u] + bk;
+            j += run;
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace conv_ext::cpu
