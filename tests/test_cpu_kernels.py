@@ -33,6 +33,9 @@ PATHS = [
     ("winograd_pad0", 4, 16, 9, 10, 18, 3, 3, 1, 0, 1, 1, False),
     ("winograd_pad3", 3, 17, 10, 9, 16, 3, 3, 1, 3, 1, 1, False),
     ("winograd_blocks", 2, 16, 41, 38, 33, 3, 3, 1, 2, 1, 1, False),
+    # dilated: d^2 undilated problems on the phase sub-grids
+    ("winograd_dilated", 2, 16, 12, 18, 20, 3, 3, 1, 2, 2, 1, False),
+    ("winograd_dilated3", 3, 16, 9, 15, 24, 3, 3, 1, 3, 3, 1, False),
     # one block of tiles (7 x 7 images, 64 tiles) whose output channels two
     # threads split
     ("winograd_parts", 4, 32, 7, 7, 40, 3, 3, 1, 1, 1, 1, False),
@@ -232,6 +235,8 @@ SPECIALIZED = {
     "winograd_pad3": ["output", "grad_input"],
     "winograd_blocks": ["output", "grad_input", "grad_weight"],
     "winograd_parts": ["output", "grad_input"],
+    "winograd_dilated": ["output", "grad_input"],
+    "winograd_dilated3": ["output", "grad_input"],
     "window_1x1": ["grad_weight"],
     # forward on phase planes: strided float32 NCHW
     "col2im_stride2": ["output"],

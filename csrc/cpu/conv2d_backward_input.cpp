@@ -265,7 +265,7 @@ at::Tensor conv2d_backward_input_cpu(
   const Isa isa = cpu_isa();
   if (use_winograd(s, s.K, s.C, grad_output, grad_input, isa)) {
     // The correlation of grad_output with the kernel flipped (r -> 2 - r,
-    // s -> 2 - s) and transposed (k <-> c), padded by 2 - pad.
+    // s -> 2 - s) and transposed (k <-> c), padded by 2 dil - pad.
     const Strides4 ys(grad_output), xs(grad_input);
     const WeightView wv(weight);
     winograd_correlate(
@@ -273,7 +273,7 @@ at::Tensor conv2d_backward_input_cpu(
             grad_output.const_data_ptr<float>(), ys.d0, ys.d1, ys.d2, s.N, s.K, s.P, s.Q,
             weight.const_data_ptr<float>() + 2 * wv.s2 + 2 * wv.s3, wv.s1, wv.s0, -wv.s2,
             -wv.s3, nullptr, grad_input.mutable_data_ptr<float>(), xs.d0, xs.d1, xs.d2,
-            s.C, s.H, s.W, 2 - s.pad_h, 2 - s.pad_w},
+            s.C, s.H, s.W, 2 * s.dil_h - s.pad_h, 2 * s.dil_w - s.pad_w, s.dil_h},
         isa);
     return grad_input;
   }

@@ -92,8 +92,9 @@ inline bool gemm_only() {
 }
 
 // Winograd F(2 x 2, 3 x 3) (winograd.h) for float32 correlations of a
-// cin-channel source into cout channels with a 3 x 3, stride-1, undilated
-// kernel and no groups: the forward (cin = C, cout = K) and the grad input
+// cin-channel source into cout channels with a 3 x 3 stride-1 kernel and no
+// groups, undilated or with a dilation d that divides the sizes and
+// paddings (d^2 undilated problems on the phase sub-grids): the forward (cin = C, cout = K) and the grad input
 // (cin = K, cout = C). It needs the vector transforms (AVX2 or AVX-512),
 // rows with unit column stride on both sides (NCHW), and enough channels
 // on both sides for the transforms to be small next to the 16 GEMMs
@@ -106,10 +107,12 @@ inline bool use_winograd(
     const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
     const at::Tensor& dst, Isa isa) {
   const int64_t tiles = s.N * ((dst.size(2) + 1) / 2) * ((dst.size(3) + 1) / 2);
+  const int64_t d = s.dil_h;
+  const bool phases = s.dil_w == d && s.pad_h % d == 0 && s.pad_w % d == 0 &&
+      s.H % d == 0 && s.W % d == 0 && s.P % d == 0 && s.Q % d == 0;
   return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && src.scalar_type() == at::kFloat &&
-      s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 &&
-      s.dil_h == 1 && s.dil_w == 1 && cin >= 16 && cout >= 16 && src.stride(3) == 1 &&
-      dst.stride(3) == 1;
+      s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && phases &&
+      cin >= 16 && cout >= 16 && src.stride(3) == 1 && dst.stride(3) == 1;
 }
 
 // Grad weight by window dot products (window_dot.h) for float32 layers

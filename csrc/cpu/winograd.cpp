@@ -95,7 +95,12 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
   const GemmKernel<float> kernel = select_microkernel<float>(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t C = pb.C, K = pb.K;
-  const int64_t TY = (pb.P + 1) / 2, TX = (pb.Q + 1) / 2, T = pb.N * TY * TX;
+  // Image i of the tiles is phase sub-grid (a, b) of image n: i = (n d + a) d + b.
+  const int64_t d = pb.dil, P = pb.P / d, Q = pb.Q / d, H = pb.H / d, W = pb.W / d;
+  const int64_t pad_h = pb.pad_h / d, pad_w = pb.pad_w / d;
+  const int64_t TY = (P + 1) / 2, TX = (Q + 1) / 2, T = pb.N * d * d * TY * TX;
+  auto src_of = [&](int64_t i) { return pb.src + i / (d * d) * pb.sn + i / d % d * pb.sh + i % d; };
+  auto out_of = [&](int64_t i) { return pb.out + i / (d * d) * pb.on + i / d % d * pb.oh + i % d; };
   const int64_t Kpad = round_up(K, MR);
   float* const U = scratch<float>(3, kXi * Kpad * C);
   transform_taps(pb, wk, MR, Kpad, U);
@@ -123,8 +128,8 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
         for (int64_t x = 0; x < kXi; ++x) std::fill(D + x * ld + nt, D + x * ld + round_up(nt, NR), 0.f);
         for (int64_t c = 0; c < C; ++c) {
           for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-            wk.gather(pb.src + n * pb.sn + c * pb.sc, pb.sh, pb.H, pb.W, 2 * ty - pb.pad_h,
-                      2 * tx0 - pb.pad_w, len, D + tb, ld);
+            wk.gather(src_of(n) + c * pb.sc, pb.sh * d, d, H, W, 2 * ty - pad_h,
+                      2 * tx0 - pad_w, len, D + tb, ld);
           });
           // Into the B panels of each x: tile t of channel c at
           // x * C * ld + (t / NR) * NR * C + c * NR + t % NR.
@@ -151,9 +156,9 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
         for (int64_t k = k0; k < k0 + kn; ++k) {
           wk.output(M + (k - k0) * ld, kb * ld, nt, pb.bias ? pb.bias[k] : 0.f, Y, ld);
           for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-            float* y0 = pb.out + n * pb.on + k * pb.ok + 2 * ty * pb.oh + 2 * tx0;
-            wk.scatter(Y + tb, ld, len, y0, 2 * ty + 1 < pb.P ? y0 + pb.oh : nullptr,
-                       pb.Q - 2 * tx0);
+            float* y0 = out_of(n) + k * pb.ok + 2 * ty * pb.oh * d + 2 * tx0 * d;
+            wk.scatter(Y + tb, ld, len, y0, 2 * ty + 1 < P ? y0 + pb.oh * d : nullptr,
+                       Q - 2 * tx0, d);
           });
         }
       }

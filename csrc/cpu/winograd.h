@@ -24,9 +24,12 @@
 namespace conv_ext::cpu {
 
 // out[n][k][p][q] = bias[k] + sum_{c, r, s} tap(k, c, r, s) *
-//                   src[n][c][p + r - pad_h][q + s - pad_w]   (0 outside)
+//                   src[n][c][p + r dil - pad_h][q + s dil - pad_w]  (0 outside)
 // with tap(k, c, r, s) = taps[k * tk + c * tc + r * tr + s * ts] (strides
-// may be negative: the grad input reads the kernel flipped).
+// may be negative: the grad input reads the kernel flipped). A dilation d
+// needs H, W, P, Q and the paddings divisible by d: the problem is then d^2
+// undilated ones on the phase sub-grids (every d-th row and column, offset
+// (a, b)), whose transformed kernel is the same.
 struct WinogradProblem {
   const float* src;
   int64_t sn, sc, sh;  // source strides; columns are unit-stride
@@ -37,6 +40,7 @@ struct WinogradProblem {
   float* out;
   int64_t on, ok, oh;  // output strides; columns are unit-stride
   int64_t K, P, Q, pad_h, pad_w;
+  int64_t dil = 1;
 };
 
 void winograd_correlate(const WinogradProblem& pb, Isa isa);
@@ -44,13 +48,13 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa);
 // The tile transforms (winograd_transforms.h) built for AVX2 or AVX-512
 // (winograd_vec.cpp); Winograd runs only where one of them does.
 struct WinogradKernels {
-  void (*gather)(const float* plane, int64_t sh, int64_t H, int64_t W, int64_t h0,
-                 int64_t w0, int64_t len, float* d, int64_t ldd);
+  void (*gather)(const float* plane, int64_t sh, int64_t sw, int64_t H, int64_t W,
+                 int64_t h0, int64_t w0, int64_t len, float* d, int64_t ldd);
   void (*input)(const float* d, int64_t ldd, int64_t len, float* v, int64_t ldv);
   void (*output)(const float* m, int64_t ldm, int64_t len, float bias, float* y,
                  int64_t ldy);
   void (*scatter)(const float* y, int64_t ldy, int64_t len, float* y0, float* y1,
-                  int64_t q_end);
+                  int64_t q_end, int64_t sw);
   void (*kernel)(const float* g, int64_t ldg, int64_t len, float* u, int64_t ldu);
 };
 

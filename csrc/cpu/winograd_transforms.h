@@ -38,11 +38,11 @@ inline void over_tiles(int64_t len, F&& f) {
 
 // The 4 x 4 input tiles of tiles 0 .. len-1 of one tile row: tile u covers
 // rows h0 .. h0+3 and columns w0 + 2u .. w0 + 2u + 3 of a source plane
-// (H x W, row stride sh, unit column stride), zero outside it.
+// (H x W, row stride sh, column stride sw), zero outside it.
 // Writes d[(4 i + j) * ldd + u].
 inline void gather_tiles(
-    const float* plane, int64_t sh, int64_t H, int64_t W, int64_t h0, int64_t w0,
-    int64_t len, float* __restrict d, int64_t ldd) {
+    const float* plane, int64_t sh, int64_t sw, int64_t H, int64_t W, int64_t h0,
+    int64_t w0, int64_t len, float* __restrict d, int64_t ldd) {
   // Tiles whose four columns all lie inside the row.
   int64_t lo = w0 >= 0 ? 0 : (1 - w0) / 2;
   int64_t hi = W - 4 - w0 >= 0 ? (W - 4 - w0) / 2 + 1 : 0;
@@ -64,16 +64,25 @@ inline void gather_tiles(
       float* dj[4] = {d0, d1, d2, d3};
       for (int64_t j = 0; j < 4; ++j) {
         const int64_t w = w0 + 2 * u + j;
-        dj[j][u] = w >= 0 && w < W ? row[w] : 0.f;
+        dj[j][u] = w >= 0 && w < W ? row[w * sw] : 0.f;
       }
     };
     for (int64_t u = 0; u < lo; ++u) edge(u);
-    const float* r = row + w0;
-    for (int64_t u = lo; u < hi; ++u) {
-      d0[u] = r[2 * u];
-      d1[u] = r[2 * u + 1];
-      d2[u] = r[2 * u + 2];
-      d3[u] = r[2 * u + 3];
+    const float* r = row + w0 * sw;
+    if (sw == 1) {
+      for (int64_t u = lo; u < hi; ++u) {
+        d0[u] = r[2 * u];
+        d1[u] = r[2 * u + 1];
+        d2[u] = r[2 * u + 2];
+        d3[u] = r[2 * u + 3];
+      }
+    } else {
+      for (int64_t u = lo; u < hi; ++u) {
+        d0[u] = r[(2 * u) * sw];
+        d1[u] = r[(2 * u + 1) * sw];
+        d2[u] = r[(2 * u + 2) * sw];
+        d3[u] = r[(2 * u + 3) * sw];
+      }
     }
     for (int64_t u = hi; u < len; ++u) edge(u);
   }
@@ -123,10 +132,10 @@ inline void output_transform(
 
 // Writes the 2 x 2 tiles y[(2 a + b) * ldy + u] of tiles 0 .. len-1 of a
 // tile row to output rows y0 (a = 0) and y1 (a = 1; null past the last
-// row), columns 2u + b below q_end.
+// row), columns 2u + b below q_end, column stride sw.
 inline void scatter_tiles(
     const float* __restrict y, int64_t ldy, int64_t len, float* __restrict y0,
-    float* __restrict y1, int64_t q_end) {
+    float* __restrict y1, int64_t q_end, int64_t sw) {
   const int64_t pairs = q_end / 2 < len ? q_end / 2 : len;
   const bool half = pairs < len && 2 * pairs < q_end;  // odd width: one more column
   float* rows[2] = {y0, y1};
@@ -135,11 +144,18 @@ inline void scatter_tiles(
     if (dst == nullptr) continue;
     const float* __restrict e = y + (2 * a) * ldy;
     const float* __restrict o = y + (2 * a + 1) * ldy;
-    for (int64_t u = 0; u < pairs; ++u) {
-      dst[2 * u] = e[u];
-      dst[2 * u + 1] = o[u];
+    if (sw == 1) {
+      for (int64_t u = 0; u < pairs; ++u) {
+        dst[2 * u] = e[u];
+        dst[2 * u + 1] = o[u];
+      }
+    } else {
+      for (int64_t u = 0; u < pairs; ++u) {
+        dst[2 * u * sw] = e[u];
+        dst[(2 * u + 1) * sw] = o[u];
+      }
     }
-    if (half) dst[2 * pairs] = e[pairs];
+    if (half) dst[2 * pairs * sw] = e[pairs];
   }
 }
 

@@ -15,9 +15,9 @@
 // One instance of each transform per target.
 #define CONV_EXT_WINOGRAD_KERNELS(suffix, attr, lanes)                                  \
   attr void gather_##suffix(                                                     \
-      const float* plane, int64_t sh, int64_t H, int64_t W, int64_t h0,          \
-      int64_t w0, int64_t len, float* d, int64_t ldd) {                          \
-    winograd::gather_tiles(plane, sh, H, W, h0, w0, len, d, ldd);                \
+      const float* plane, int64_t sh, int64_t sw, int64_t H, int64_t W,          \
+      int64_t h0, int64_t w0, int64_t len, float* d, int64_t ldd) {              \
+    winograd::gather_tiles(plane, sh, sw, H, W, h0, w0, len, d, ldd);            \
   }                                                                              \
   attr void input_##suffix(                                                      \
       const float* d, int64_t ldd, int64_t len, float* v, int64_t ldv) {         \
@@ -30,8 +30,8 @@
   }                                                                              \
   attr void scatter_##suffix(                                                    \
       const float* y, int64_t ldy, int64_t len, float* y0, float* y1,            \
-      int64_t q_end) {                                                           \
-    winograd::scatter_tiles(y, ldy, len, y0, y1, q_end);                         \
+      int64_t q_end, int64_t sw) {                                               \
+    winograd::scatter_tiles(y, ldy, len, y0, y1, q_end, sw);                     \
   }                                                                              \
   attr void kernel_##suffix(                                                     \
       const float* g, int64_t ldg, int64_t len, float* u, int64_t ldu) {         \
