@@ -230,13 +230,13 @@ def test_scalar_and_vector_kernels_agree_closely():
 
 # The passes each float32 specialization takes over, per case.
 SPECIALIZED = {
-    "winograd_odd": ["output", "grad_input"],
-    "winograd_pad0": ["output", "grad_input"],
-    "winograd_pad3": ["output", "grad_input"],
+    "winograd_odd": ["output", "grad_input", "grad_weight"],
+    "winograd_pad0": ["output", "grad_input", "grad_weight"],
+    "winograd_pad3": ["output", "grad_input", "grad_weight"],
     "winograd_blocks": ["output", "grad_input", "grad_weight"],
-    "winograd_parts": ["output", "grad_input"],
-    "winograd_dilated": ["output", "grad_input"],
-    "winograd_dilated3": ["output", "grad_input"],
+    "winograd_parts": ["output", "grad_input", "grad_weight"],
+    "winograd_dilated": ["output", "grad_input", "grad_weight"],
+    "winograd_dilated3": ["output", "grad_input", "grad_weight"],
     "window_1x1": ["grad_weight"],
     # forward on phase planes: strided float32 NCHW
     "col2im_stride2": ["output"],

@@ -25,6 +25,7 @@
 #include "depthwise_nhwc.h"
 #include "heuristic.h"
 #include "window_dot.h"
+#include "winograd.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -172,6 +173,16 @@ at::Tensor conv2d_backward_weight_cpu(
   const Isa isa = cpu_isa();
   if (use_window_weight_grad(s, grad_output, input, grad_weight, isa)) {
     window_backward_weight(grad_output, input, s, grad_weight, isa);
+    return grad_weight;
+  }
+  if (use_winograd(s, s.C, s.K, input, grad_output, isa) && grad_weight.is_contiguous()) {
+    const Strides4 xs(input), ys(grad_output);
+    winograd_weight_grad(
+        WinogradProblem{
+            input.const_data_ptr<float>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W, nullptr,
+            0, 0, 0, 0, nullptr, nullptr, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q, s.pad_h,
+            s.pad_w, s.dil_h},
+        grad_output.const_data_ptr<float>(), grad_weight.mutable_data_ptr<float>(), isa);
     return grad_weight;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(

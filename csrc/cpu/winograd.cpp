@@ -167,3 +167,88 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
 }
 
 }  // namespace conv_ext::cpu
+
+namespace conv_ext::cpu {
+
+void winograd_weight_grad(const WinogradProblem& pb, const float* grad, float* dw, Isa isa) {
+  const WinogradKernels& wk = winograd_kernels(isa);
+  const GemmKernel<float> kernel = select_microkernel<float>(isa);
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  const int64_t C = pb.C, K = pb.K, Kpad = round_up(K, MR), Cpad = round_up(C, NR);
+  const int64_t d = pb.dil, P = pb.P / d, Q = pb.Q / d, H = pb.H / d, W = pb.W / d;
+  const int64_t pad_h = pb.pad_h / d, pad_w = pb.pad_w / d;
+  const int64_t TY = (P + 1) / 2, TX = (Q + 1) / 2, T = pb.N * d * d * TY * TX;
+  auto src_of = [&](int64_t i) { return pb.src + i / (d * d) * pb.sn + i / d % d * pb.sh + i % d; };
+  auto grad_of = [&](int64_t i) { return grad + i / (d * d) * pb.on + i / d % d * pb.oh + i % d; };
+
+  // Tiles per block: the depth of one GEMM call; each thread's panels of
+  // its x values (A: K x TB, B: C x TB each) then take 2 MiB for 8 x values
+  // of a 256 -> 256 layer.
+  constexpr int64_t TB = 128;
+  std::vector<float> S(kXi * K * C);  // S[x][k][c], accumulated block by block
+  const int64_t xparts = std::min<int64_t>(kXi, at::get_num_threads());
+  at::parallel_for(0, xparts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) {
+      const int64_t x0 = part * kXi / xparts, x1 = (part + 1) * kXi / xparts, nx = x1 - x0;
+      // Zero-initialized: rows k >= K and columns c >= C are never written.
+      std::vector<float> A(nx * Kpad * TB), Bp(nx * Cpad * TB);
+      std::vector<float> D(kXi * TB), Z(kXi * TB);
+      for (int64_t t0 = 0; t0 < T; t0 += TB) {
+        const int64_t nt = std::min(TB, T - t0);
+        // Products' gradients (A dY A^T) into A panels: (k, t) of x at
+        // (k / MR) * MR * TB + t * MR + k % MR.
+        for (int64_t k = 0; k < K; ++k) {
+          for_tile_runs(t0, t0 + nt, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
+            wk.gather_output(grad_of(n) + k * pb.ok, pb.oh * d, d, P, Q, 2 * ty, 2 * tx0, len,
+                             D.data() + tb, TB);
+          });
+          wk.grad_output(D.data(), TB, nt, Z.data(), TB);
+          for (int64_t xi = 0; xi < nx; ++xi) {
+            const float* z = Z.data() + (x0 + xi) * TB;
+            float* a = A.data() + xi * Kpad * TB + k / MR * MR * TB + k % MR;
+            for (int64_t t = 0; t < nt; ++t) a[t * MR] = z[t];
+          }
+        }
+        // Transformed input tiles (B^T d B) into B panels: (c, t) of x at
+        // (c / NR) * NR * TB + t * NR + c % NR.
+        for (int64_t c = 0; c < C; ++c) {
+          for_tile_runs(t0, t0 + nt, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
+            wk.gather(src_of(n) + c * pb.sc, pb.sh * d, d, H, W, 2 * ty - pad_h, 2 * tx0 - pad_w,
+                      len, D.data() + tb, TB);
+          });
+          wk.input(D.data(), TB, nt, Z.data(), TB);
+          for (int64_t xi = 0; xi < nx; ++xi) {
+            const float* z = Z.data() + (x0 + xi) * TB;
+            float* b = Bp.data() + xi * Cpad * TB + c / NR * NR * TB + c % NR;
+            for (int64_t t = 0; t < nt; ++t) b[t * NR] = z[t];
+          }
+        }
+        for (int64_t xi = 0; xi < nx; ++xi) {
+          const float* Ax = A.data() + xi * Kpad * TB;
+          const float* Bx = Bp.data() + xi * Cpad * TB;
+          auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
+            return Panels<float>{Ax + ic * TB + pc * MR, MR * TB};
+          };
+          auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
+            return Panels<float>{Bx + jc * TB + pc * NR, NR * TB};
+          };
+          gemm_packed(kernel, K, C, nt, Blocking{std::min(Kpad, kWeightRows), Cpad, TB},
+                      pack_a, pack_b, S.data() + (x0 + xi) * K * C, C, t0 > 0);
+        }
+      }
+    }
+  });
+  // dW = G^T S G per (k, c); then (k, c, r, s) order.
+  const int64_t pairs = K * C;
+  at::parallel_for(0, (pairs + 255) / 256, 1, [&](int64_t begin, int64_t end) {
+    float g[9 * 256];
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t i0 = blk * 256, len = std::min<int64_t>(256, pairs - i0);
+      wk.kernel_grad(S.data() + i0, pairs, len, g, 256);
+      for (int64_t i = 0; i < len; ++i)
+        for (int64_t rs = 0; rs < 9; ++rs) dw[(i0 + i) * 9 + rs] = g[rs * 256 + i];
+    }
+  });
+}
+
+}  // namespace conv_ext::cpu

@@ -1,6 +1,6 @@
-// Winograd's F(2 x 2, 3 x 3) for stride-1, undilated 3 x 3 float32
-// convolutions (the forward, and the grad input, which is the correlation of
-// grad_output with the flipped, transposed kernel). Per 2 x 2 output tile it
+// Winograd's F(2 x 2, 3 x 3) for stride-1 3 x 3 float32 convolutions: the
+// forward, the grad input (the correlation of grad_output with the flipped,
+// transposed kernel) and the grad weight (the transposed transforms, below). Per 2 x 2 output tile it
 // replaces 36 multiply-adds per channel pair by 16 products in a transformed
 // domain (winograd_transforms.h), 2.25x fewer, and those 16 products are 16
 // independent GEMMs over channels:
@@ -45,6 +45,14 @@ struct WinogradProblem {
 
 void winograd_correlate(const WinogradProblem& pb, Isa isa);
 
+// The weight gradient of the forward WinogradProblem pb (its taps and bias
+// unused), from grad (pb.out's layout, N x K x P x Q):
+//   dW[k][c] = G^T ( sum_tiles (A dY A^T) .* (B^T d B) ) G,
+// 16 GEMMs over the tiles, written to dw (dense K x C x 3 x 3). The sums run
+// over tile blocks in a fixed order, each x on one thread: deterministic
+// for any thread count.
+void winograd_weight_grad(const WinogradProblem& pb, const float* grad, float* dw, Isa isa);
+
 // The tile transforms (winograd_transforms.h) built for AVX2 or AVX-512
 // (winograd_vec.cpp); Winograd runs only where one of them does.
 struct WinogradKernels {
@@ -56,6 +64,11 @@ struct WinogradKernels {
   void (*scatter)(const float* y, int64_t ldy, int64_t len, float* y0, float* y1,
                   int64_t q_end, int64_t sw);
   void (*kernel)(const float* g, int64_t ldg, int64_t len, float* u, int64_t ldu);
+  // The grad weight's: grad_output tiles, their transform, and the kernel's.
+  void (*gather_output)(const float* plane, int64_t sh, int64_t sw, int64_t P, int64_t Q,
+                        int64_t p0, int64_t q0, int64_t len, float* d, int64_t ldd);
+  void (*grad_output)(const float* d, int64_t ldd, int64_t len, float* m, int64_t ldm);
+  void (*kernel_grad)(const float* S, int64_t lds, int64_t len, float* dg, int64_t ldo);
 };
 
 const WinogradKernels& winograd_kernels(Isa isa);

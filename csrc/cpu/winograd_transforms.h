@@ -182,4 +182,75 @@ inline void kernel_transform(const float* g, int64_t ldg, int64_t len, float* u,
   });
 }
 
+// For the grad weight: the 2 x 2 grad_output tiles of tiles 0 .. len-1 of
+// a tile row (rows p0, p0 + 1, columns q0 + 2u, q0 + 2u + 1 of a P x Q
+// plane, row stride sh, column stride sw; zero past P or Q), to
+// d[(2 a + b) * ldd + u].
+inline void gather_output_tiles(
+    const float* plane, int64_t sh, int64_t sw, int64_t P, int64_t Q, int64_t p0,
+    int64_t q0, int64_t len, float* __restrict d, int64_t ldd) {
+  for (int64_t a = 0; a < 2; ++a) {
+    float* __restrict e = d + (2 * a) * ldd;
+    float* __restrict o = d + (2 * a + 1) * ldd;
+    const int64_t p = p0 + a;
+    if (p >= P) {
+      for (int64_t u = 0; u < len; ++u) e[u] = o[u] = 0.f;
+      continue;
+    }
+    const float* row = plane + p * sh + q0 * sw;
+    const int64_t full = (Q - q0) / 2 < len ? (Q - q0) / 2 : len;
+    for (int64_t u = 0; u < full; ++u) {
+      e[u] = row[2 * u * sw];
+      o[u] = row[(2 * u + 1) * sw];
+    }
+    for (int64_t u = full; u < len; ++u) {
+      e[u] = q0 + 2 * u < Q ? row[2 * u * sw] : 0.f;
+      o[u] = 0.f;
+    }
+  }
+}
+
+// m[x * ldm + t] = (A dy A^T)[x] for tiles t = 0 .. len-1 from the tiles
+// dy[(2 a + b) * ldd + t]: the transpose of the output transform, which
+// carries the gradient of the 2 x 2 outputs back to the 16 products.
+template <int B>
+inline void grad_output_transform(
+    const float* d, int64_t ldd, int64_t len, float* m, int64_t ldm) {
+  over_tiles<B>(len, [&]<typename V>(int64_t t) {
+    const V y00 = load<V>(d + 0 * ldd + t), y01 = load<V>(d + 1 * ldd + t);
+    const V y10 = load<V>(d + 2 * ldd + t), y11 = load<V>(d + 3 * ldd + t);
+    // Rows: A dy (A = A^T transposed: rows (1 0), (1 1), (1 -1), (0 -1)).
+    const V u[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
+    for (int i = 0; i < 4; ++i) {  // columns: (A dy) A^T
+      store<V>(m + (4 * i + 0) * ldm + t, u[i][0]);
+      store<V>(m + (4 * i + 1) * ldm + t, u[i][0] + u[i][1]);
+      store<V>(m + (4 * i + 2) * ldm + t, u[i][0] - u[i][1]);
+      store<V>(m + (4 * i + 3) * ldm + t, -u[i][1]);
+    }
+  });
+}
+
+// dg[(3 r + s) * ldo + i] = (G^T S G)[r][s] for kernels i = 0 .. len-1 from
+// S[x * lds + i]: the transpose of kernel_transform, which carries the
+// gradient of the 16 transformed values back to the 3 x 3 kernel.
+template <int B>
+inline void kernel_grad_transform(
+    const float* S, int64_t lds, int64_t len, float* dg, int64_t ldo) {
+  over_tiles<B>(len, [&]<typename V>(int64_t i) {
+    V t[3][4];  // G^T S
+    for (int b = 0; b < 4; ++b) {
+      const V s0 = load<V>(S + (0 + b) * lds + i), s1 = load<V>(S + (4 + b) * lds + i);
+      const V s2 = load<V>(S + (8 + b) * lds + i), s3 = load<V>(S + (12 + b) * lds + i);
+      t[0][b] = s0 + 0.5f * (s1 + s2);
+      t[1][b] = 0.5f * (s1 - s2);
+      t[2][b] = 0.5f * (s1 + s2) + s3;
+    }
+    for (int r = 0; r < 3; ++r) {  // (G^T S) G
+      store<V>(dg + (3 * r + 0) * ldo + i, t[r][0] + 0.5f * (t[r][1] + t[r][2]));
+      store<V>(dg + (3 * r + 1) * ldo + i, 0.5f * (t[r][1] - t[r][2]));
+      store<V>(dg + (3 * r + 2) * ldo + i, 0.5f * (t[r][1] + t[r][2]) + t[r][3]);
+    }
+  });
+}
+
 }  // namespace conv_ext::cpu::winograd

@@ -37,9 +37,23 @@
       const float* g, int64_t ldg, int64_t len, float* u, int64_t ldu) {         \
     winograd::kernel_transform<lanes>(g, ldg, len, u, ldu);                             \
   }                                                                              \
+  attr void gather_output_##suffix(                                              \
+      const float* plane, int64_t sh, int64_t sw, int64_t P, int64_t Q,          \
+      int64_t p0, int64_t q0, int64_t len, float* d, int64_t ldd) {              \
+    winograd::gather_output_tiles(plane, sh, sw, P, Q, p0, q0, len, d, ldd);     \
+  }                                                                              \
+  attr void grad_output_##suffix(                                                \
+      const float* d, int64_t ldd, int64_t len, float* m, int64_t ldm) {         \
+    winograd::grad_output_transform<lanes>(d, ldd, len, m, ldm);                 \
+  }                                                                              \
+  attr void kernel_grad_##suffix(                                                \
+      const float* S, int64_t lds, int64_t len, float* dg, int64_t ldo) {        \
+    winograd::kernel_grad_transform<lanes>(S, lds, len, dg, ldo);                \
+  }                                                                              \
   const WinogradKernels kernels_##suffix{                                        \
       gather_##suffix, input_##suffix, output_##suffix, scatter_##suffix,        \
-      kernel_##suffix};
+      kernel_##suffix, gather_output_##suffix, grad_output_##suffix,             \
+      kernel_grad_##suffix};
 
 namespace conv_ext::cpu {
 namespace {
