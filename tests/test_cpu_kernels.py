@@ -9,6 +9,8 @@ CONV_EXT_CPU_ISA (read on every call) selects the instruction set:
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import conv_ext
 
@@ -301,3 +303,30 @@ def test_window_weight_grad_over_several_chunks():
         gy.double(), x.double(), w.double(), None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
         [False, True, False])[1]
     assert (ours.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@given(data=st.data())
+def test_float32_fast_paths_on_drawn_shapes(data):
+    """The float32 specializations (Winograd, window dot products, phase
+    planes, few pixels) on shapes drawn to reach them: >= 16 channels, odd
+    and even sizes, paddings past the kernel, strides and dilations; all
+    three gradients against float64."""
+    d = data.draw
+    r, s = d(st.sampled_from([1, 3, 3, 3, 5])), d(st.sampled_from([1, 3, 3, 3, 5]))
+    stride, dil = d(st.sampled_from([1, 1, 1, 2])), d(st.sampled_from([1, 1, 2, 3]))
+    pad = d(st.integers(0, 4))
+    n, c, k = d(st.integers(1, 5)), d(st.integers(16, 40)), d(st.integers(16, 140))
+    h = d(st.integers(max(1, dil * (r - 1) + 1 - 2 * pad), 30))
+    w = d(st.integers(max(1, dil * (s - 1) + 1 - 2 * pad), 30))
+    gen = torch.Generator().manual_seed(d(st.integers(0, 1000)))
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    wt = torch.randn(k, c, r, s, generator=gen, dtype=torch.float64)
+    b = torch.randn(k, generator=gen, dtype=torch.float64)
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=1)
+    gy = torch.randn(F.conv2d(x, wt, b, **kw).shape, generator=gen, dtype=torch.float64)
+    ref = reference(x, wt, b, kw, gy)
+    ours = passes(x.float(), wt.float(), b.float(), kw, gy.float())
+    for name, o, e in zip(["output", "grad_input", "grad_weight", "grad_bias"], ours, ref):
+        scale = max(1.0, e.abs().max().item())
+        assert (o.double() - e).abs().max().item() <= 2e-5 * scale, name
