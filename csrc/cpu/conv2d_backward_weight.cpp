@@ -17,12 +17,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../conv_shape.h"
 #include "conv_gemm.h"
 #include "depthwise_direct.h"
 #include "depthwise_nhwc.h"
+#include "gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window_dot.h"
 #include "winograd.h"
@@ -48,6 +50,26 @@ void backward_weight_gemm(
   // 1 x 1 view of grad_output: read as runs of channels when those are
   // contiguous (its one tap makes both orders the same).
   const bool dy_rsc = channels_contiguous(grad_output);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (!rsc && s.G == 1 && grad_weight.is_contiguous() &&
+        few_pixels_weight_grad(s.N, PQ, CRS, NR)) {
+      const scalar_t* x = input.const_data_ptr<scalar_t>();
+      const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
+      const Strides4 xs(input), ys(grad_output);
+      weight_grad_few_pixels(
+          kernel, vec_isa, s.N, PQ,
+          [&](int64_t n) {
+            return Im2col<scalar_t>{
+                x + n * xs.d0, xs.d1, xs.d2, xs.d3, s.C, s.H, s.W, s.Q, s.stride_h,
+                s.stride_w, -s.pad_h, -s.pad_w, s.dil_h, s.dil_w, s.R, s.S, false};
+          },
+          [&](int64_t n, int64_t k, int64_t i) {
+            return dy[n * ys.d0 + k * ys.d1 + i / s.Q * ys.d2 + i % s.Q * ys.d3];
+          },
+          s.K, CRS, grad_weight.mutable_data_ptr<scalar_t>());
+      return;
+    }
+  }
   const int64_t M = rsc ? Kg : CRS, N = rsc ? CRS : Kg;
   const int64_t Mpad = round_up(M, MR), Npad = round_up(N, NR);
   const int64_t gsize = Mpad * Npad;
