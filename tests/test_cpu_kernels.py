@@ -330,3 +330,19 @@ def test_float32_fast_paths_on_drawn_shapes(data):
     for name, o, e in zip(["output", "grad_input", "grad_weight", "grad_bias"], ours, ref):
         scale = max(1.0, e.abs().max().item())
         assert (o.double() - e).abs().max().item() <= 2e-5 * scale, name
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("case", [p for p in PATHS if p[0] in (
+    "winograd_odd", "winograd_dilated", "col2im_stride2", "few_pixels")],
+    ids=["winograd_odd", "winograd_dilated", "col2im_stride2", "few_pixels"])
+def test_fused_activation_on_float32_fast_paths(case, act):
+    """Each float32 specialization applies the fused activation (Winograd
+    while its output tiles are in cache)."""
+    x, w, b, kw = make(case, torch.float32)
+    a = conf(kw)
+    fused = ops.conv2d_forward_activation(x, w, b, *a, act, 0.1)
+    f = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
+         "sigmoid": torch.sigmoid, "tanh": torch.tanh}[act]
+    ref = f(F.conv2d(x.double(), w.double(), b.double(), **kw))
+    assert (fused.double() - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())

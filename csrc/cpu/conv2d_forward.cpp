@@ -227,10 +227,8 @@ bool forward_winograd(
           input.const_data_ptr<float>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W,
           weight.const_data_ptr<float>(), wv.s0, wv.s1, wv.s2, wv.s3,
           b.empty() ? nullptr : b.data(), y, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q,
-          s.pad_h, s.pad_w, s.dil_h},
+          s.pad_h, s.pad_w, s.dil_h, &epilogue},
       isa);
-  // Dense NCHW output: N * K planes of P * Q pixels.
-  activate_tile(y, s.N * s.K, s.P * s.Q, ys.d1, ys.d3, epilogue);
   return true;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "conv_gemm.h"
+#include "epilogue.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -159,6 +160,15 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
             float* y0 = out_of(n) + k * pb.ok + 2 * ty * pb.oh * d + 2 * tx0 * d;
             wk.scatter(Y + tb, ld, len, y0, 2 * ty + 1 < P ? y0 + pb.oh * d : nullptr,
                        Q - 2 * tx0, d);
+          });
+        }
+        // The fused activation on the rows just written, still in cache.
+        if (pb.epilogue != nullptr && pb.epilogue->act != Activation::None) {
+          for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t) {
+            const int64_t cols = std::min(2 * len, Q - 2 * tx0);
+            for (int64_t a = 0; a < 2 && 2 * ty + a < P; ++a)
+              activate_tile(out_of(n) + k0 * pb.ok + (2 * ty + a) * pb.oh * d + 2 * tx0 * d, kn,
+                            cols, pb.ok, d, *pb.epilogue);
           });
         }
       }

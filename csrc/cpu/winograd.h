@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "../activation.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {
@@ -41,6 +42,7 @@ struct WinogradProblem {
   int64_t on, ok, oh;  // output strides; columns are unit-stride
   int64_t K, P, Q, pad_h, pad_w;
   int64_t dil = 1;
+  const Epilogue* epilogue = nullptr;  // fused activation of the output, or none
 };
 
 void winograd_correlate(const WinogradProblem& pb, Isa isa);
