@@ -344,5 +344,8 @@ def test_fused_activation_on_float32_fast_paths(case, act):
     fused = ops.conv2d_forward_activation(x, w, b, *a, act, 0.1)
     f = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
          "sigmoid": torch.sigmoid, "tanh": torch.tanh}[act]
-    ref = f(F.conv2d(x.double(), w.double(), b.double(), **kw))
-    assert (fused.double() - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+    pre = F.conv2d(x.double(), w.double(), b.double(), **kw)
+    # The activations' slopes are at most 1: the float32 error of the sum
+    # passes through at most unchanged.
+    tol = 2e-6 * max(1.0, pre.abs().max().item())
+    assert (fused.double() - f(pre)).abs().max().item() <= tol
