@@ -240,11 +240,12 @@ SPECIALIZED = {
     "winograd_dilated": ["output", "grad_input", "grad_weight"],
     "winograd_dilated3": ["output", "grad_input", "grad_weight"],
     "window_1x1": ["grad_weight"],
-    # forward on phase planes: strided float32 NCHW
-    "col2im_stride2": ["output"],
+    # forward on phase planes and grad input per input phase: strided
+    # float32 NCHW
+    "col2im_stride2": ["output", "grad_input"],
     "window_dilated": ["grad_weight"],
-    "window_stride2": ["output", "grad_weight"],
-    "window_stride2_dil": ["output", "grad_weight"],
+    "window_stride2": ["output", "grad_input", "grad_weight"],
+    "window_stride2_dil": ["output", "grad_input", "grad_weight"],
 }
 
 

@@ -25,6 +25,7 @@
 #include "depthwise_nhwc.h"
 #include "gemm_few_pixels.h"
 #include "heuristic.h"
+#include "window_forward.h"
 #include "winograd.h"
 
 namespace conv_ext::cpu {
@@ -275,6 +276,10 @@ at::Tensor conv2d_backward_input_cpu(
             -wv.s3, nullptr, grad_input.mutable_data_ptr<float>(), xs.d0, xs.d1, xs.d2,
             s.C, s.H, s.W, 2 * s.dil_h - s.pad_h, 2 * s.dil_w - s.pad_w, s.dil_h},
         isa);
+    return grad_input;
+  }
+  if (use_window_backward_input(s, grad_output, grad_input, isa)) {
+    window_backward_input(grad_output, weight, s, grad_input, isa);
     return grad_input;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(

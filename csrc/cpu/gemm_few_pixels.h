@@ -48,7 +48,6 @@ void gemm_few_pixels_rows(
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     T* const cbuf = scratch<T>(0, part * cols);
     T* const bbuf = scratch<T>(1, cols * KC);
-    T edge[6 * 64];  // mr x nr of the largest tile
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       for (int64_t pc = 0; pc < taps; pc += KC) {
@@ -63,15 +62,8 @@ void gemm_few_pixels_rows(
             const T* a[6];
             for (int64_t i = 0; i < MR; ++i)  // rows past the part repeat its last
               a[i] = w + wo[j0 + ir + std::min(i, mv - 1)] + pc;
-            T* c = cbuf + ir * cols + jr;
-            if (mv == MR) {
-              kernel.rows_fn(kc, a, bp, c, cols, pc > 0);
-              continue;
-            }
-            for (int64_t i = 0; i < mv && pc > 0; ++i)
-              std::copy_n(c + i * cols, NR, edge + i * NR);
-            kernel.rows_fn(kc, a, bp, edge, NR, pc > 0);
-            for (int64_t i = 0; i < mv; ++i) std::copy_n(edge + i * NR, NR, c + i * cols);
+            // cbuf has whole MR-row panels: rows past nj take the repeats.
+            kernel.rows_fn(kc, a, bp, nullptr, 0, cbuf + ir * cols + jr, cols, pc > 0);
           }
         }
       }
@@ -181,10 +173,10 @@ void weight_grad_few_pixels(
             a[m] = rows.data() + (ir + std::min(m, mv - 1)) * depth;
           T* c = dw + ir * taps + t0 + jr;
           if (mv == MR && nv == NR) {
-            kernel.rows_fn(depth, a, bp, c, taps, false);
+            kernel.rows_fn(depth, a, bp, nullptr, 0, c, taps, false);
             continue;
           }
-          kernel.rows_fn(depth, a, bp, edge, NR, false);
+          kernel.rows_fn(depth, a, bp, nullptr, 0, edge, NR, false);
           for (int64_t m = 0; m < mv; ++m) std::copy_n(edge + m * NR, nv, c + m * taps);
         }
       }

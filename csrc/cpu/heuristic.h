@@ -158,4 +158,19 @@ inline bool use_window_forward(
       Wp * s.stride_w <= 2 * s.W + 64;
 }
 
+// Grad input of strided float32 layers without groups, one stride-1
+// correlation per input phase (window_backward_input.cpp), instead of the
+// col2im path, which multiplies every tap at every pixel and scatters the
+// products (r50_conv1: 67 GFLOP/s). Dense NCHW grad_input, and a
+// grad_output frame near its size.
+inline bool use_window_backward_input(
+    const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& grad_input,
+    Isa isa) {
+  const int64_t Hg = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
+  const int64_t Wg = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
+  return !gemm_only() && isa != Isa::kScalar && grad_output.scalar_type() == at::kFloat &&
+      s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && !use_direct_grouped(s) &&
+      grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
+}
+
 }  // namespace conv_ext::cpu

@@ -24,10 +24,12 @@ using MicroKernelFn = void (*)(
     int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
 
 // The same tile with A read in place: a[i] points at row i's depth run
-// (microkernel_rows.cpp).
+// (microkernel_rows.cpp). B is a packed panel, or with brows non-null, its
+// row k is read in place at brows[k] + boff.
 template <typename T>
 using MicroKernelRowsFn = void (*)(
-    int64_t kc, const T* const* a, const T* b, T* c, int64_t ldc, bool accumulate);
+    int64_t kc, const T* const* a, const T* b, const T* const* brows, int64_t boff, T* c,
+    int64_t ldc, bool accumulate);
 
 template <typename T>
 struct GemmKernel {
@@ -52,10 +54,11 @@ void microkernel_avx512(
 
 #define CONV_EXT_ROWS_KERNEL(isa)                                                   \
   void microkernel_rows_##isa(                                                     \
-      int64_t kc, const float* const* a, const float* b, float* c, int64_t ldc,    \
-      bool accumulate);                                                            \
+      int64_t kc, const float* const* a, const float* b, const float* const* brows, \
+      int64_t boff, float* c, int64_t ldc, bool accumulate);                       \
   void microkernel_rows_##isa(                                                     \
-      int64_t kc, const double* const* a, const double* b, double* c, int64_t ldc, \
+      int64_t kc, const double* const* a, const double* b,                         \
+      const double* const* brows, int64_t boff, double* c, int64_t ldc,            \
       bool accumulate);
 CONV_EXT_ROWS_KERNEL(scalar)
 CONV_EXT_ROWS_KERNEL(avx2)

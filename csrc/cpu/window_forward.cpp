@@ -68,41 +68,23 @@ void window_forward(
     at::parallel_for(0, ni * tiles, grain_for(tile * taps * s.K), [&](int64_t begin, int64_t end) {
       const int64_t rows = round_up(s.K, MR);
       float* const cbuf = scratch<float>(0, rows * tile);
-      float* const bbuf = scratch<float>(1, tile * KC);
-      float edge[6 * 64];  // mr x nr of the largest tile
+      std::vector<const float*> wins(taps);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t i = task / tiles, j0 = task % tiles * tile;
         const float* planes_i = xp.data() + i * planes * plane_len;
+        // The micro-kernel reads each tap's window in place: a pointer per tap.
+        for (int64_t t = 0; t < taps; ++t) wins[t] = planes_i + tap_off[t] + j0;
         for (int64_t pc = 0; pc < taps; pc += KC) {
           const int64_t kc = std::min(KC, taps - pc);
-          // Panel jr / NR, row t - pc: the tap's window at pixels j0 + jr ...
-          // (copies of a constant size, inlined: a memmove call per 32
-          // floats was a third of the time).
-          for (int64_t jr = 0; jr < tile; jr += NR)
-            for (int64_t t = pc; t < pc + kc; ++t) {
-              const float* src = planes_i + tap_off[t] + j0 + jr;
-              float* dst = bbuf + jr * kc + (t - pc) * NR;
-              if (NR == 32) {
-                __builtin_memcpy(dst, src, 32 * sizeof(float));
-              } else {
-                for (int64_t u = 0; u < NR; u += 8) __builtin_memcpy(dst + u, src + u, 8 * sizeof(float));
-              }
-            }
           for (int64_t jr = 0; jr < tile; jr += NR) {
-            const float* bp = bbuf + jr * kc;
             for (int64_t ir = 0; ir < s.K; ir += MR) {
               const int64_t mv = std::min(MR, s.K - ir);
+              // Rows past K repeat the last; cbuf has room for whole MR-row panels.
               const float* a[6];
-              for (int64_t m = 0; m < MR; ++m)  // rows past K repeat the last
+              for (int64_t m = 0; m < MR; ++m)
                 a[m] = w + (ir + std::min(m, mv - 1)) * taps + pc;
-              float* c = cbuf + ir * tile + jr;
-              if (mv == MR) {
-                kernel.rows_fn(kc, a, bp, c, tile, pc > 0);
-                continue;
-              }
-              for (int64_t m = 0; m < mv && pc > 0; ++m) std::copy_n(c + m * tile, NR, edge + m * NR);
-              kernel.rows_fn(kc, a, bp, edge, NR, pc > 0);
-              for (int64_t m = 0; m < mv; ++m) std::copy_n(edge + m * NR, NR, c + m * tile);
+              kernel.rows_fn(kc, a, nullptr, wins.data() + pc, jr, cbuf + ir * tile + jr, tile,
+                             pc > 0);
             }
           }
         }

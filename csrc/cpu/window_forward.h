@@ -1,8 +1,10 @@
-// Forward of float32 NCHW convolutions on phase planes (phase_planes.h):
+// Forward of float32 NCHW convolutions on phase planes (phase_planes.h),
+// and the grad input of strided ones per input phase:
 // the GEMM out[K x pixels] = W[K x taps] * patches[taps x pixels] with the
-// kernel read in place (microkernel_rows.cpp) and each patch panel row a
-// contiguous copy from a phase plane, instead of the strided gathers of an
-// im2col (a stride-2 7 x 7 layer reads every other input element).
+// kernel read in place (microkernel_rows.cpp) and each patch row a window of
+// a phase plane, read in place through a pointer per tap, instead of the
+// strided gathers of an im2col (a stride-2 7 x 7 layer reads every other
+// input element).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,5 +19,11 @@ namespace conv_ext::cpu {
 void window_forward(
     const at::Tensor& input, const at::Tensor& weight, const float* bias, const ConvShape& s,
     at::Tensor& output, Isa isa);
+
+// grad_input (dense NCHW) of a strided layer, as one stride-1 correlation
+// per phase of the input (window_backward_input.cpp).
+void window_backward_input(
+    const at::Tensor& grad_output, const at::Tensor& weight, const ConvShape& s,
+    at::Tensor& grad_input, Isa isa);
 
 }  // namespace conv_ext::cpu
