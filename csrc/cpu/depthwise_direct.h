@@ -38,6 +38,18 @@ void correlate_isa(Isa isa, const DirectGeom& g, int64_t nsrc, const T* planes,
 }
 
 template <typename T>
+void ring_isa(Isa isa, const DirectGeom& g, const PadGeom& pg, const Planes<const T>& src,
+              int64_t nsrc, int64_t H, int64_t W, int64_t nout, const T* wts,
+              const T* init, const Planes<T>& dst, T* ring) {
+  if (isa != Isa::kScalar) {
+    correlate_ring_vec(isa == Isa::kAvx512 ? 2 : 1, g, pg, src, nsrc, H, W, nout, wts,
+                       init, dst, ring);
+  } else {
+    correlate_ring<T, 16 / sizeof(T)>(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
+  }
+}
+
+template <typename T>
 void dot_isa(Isa isa, const DirectGeom& g, const T* dy, const T* plane, T* lanes) {
   if (isa != Isa::kScalar) {
     dot_padded_vec(isa == Isa::kAvx512 ? 2 : 1, g, dy, plane, lanes);
@@ -67,20 +79,36 @@ acc_t* dense_plane(scalar_t* dst, int64_t Q, int64_t ds, int64_t dc) {
 
 // out[o] = init[o] + correlation of the group's padded sources with wts[o],
 // for the group's outputs o; the shared body of forward and grad input.
+// Sources and outputs in the accumulation type with unit column stride
+// (float and double NCHW) are read and written in place, a ring of padded
+// rows at a time (correlate_ring); others (half, bfloat16, strided
+// columns) are first converted into whole padded planes. work and out are
+// the task's buffers, grown on first use.
 template <typename scalar_t, typename acc_t>
 void direct_group(
     Isa isa, const DirectGeom& g, const PadGeom& pg, int64_t nsrc,
     const scalar_t* src, const Strides4& ss, int64_t H, int64_t W,
     int64_t nout, const acc_t* wts, const acc_t* init, scalar_t* dst,
-    const Strides4& ds, std::vector<acc_t>& planes, std::vector<acc_t>& out) {
+    const Strides4& ds, std::vector<acc_t>& work, std::vector<acc_t>& out) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (ss.d3 == 1 && ds.d3 == 1 && ring_fits(g, nsrc)) {
+      const int64_t need = nsrc * ring_span(g) * g.Wp;
+      if (static_cast<int64_t>(work.size()) < need) work.resize(need);
+      ring_isa<acc_t>(isa, g, pg, Planes<const acc_t>{src, ss.d1, ss.d2}, nsrc, H, W,
+                      nout, wts, init, Planes<acc_t>{dst, ds.d1, ds.d2}, work.data());
+      return;
+    }
+  }
+  if (static_cast<int64_t>(work.size()) < nsrc * g.plane) work.resize(nsrc * g.plane);
+  if (static_cast<int64_t>(out.size()) < g.P * g.Q) out.resize(g.P * g.Q);
   for (int64_t i = 0; i < nsrc; ++i)
-    pad_plane(src + i * ss.d1, ss.d2, ss.d3, H, W, pg, planes.data() + i * g.plane);
+    pad_plane(src + i * ss.d1, ss.d2, ss.d3, H, W, pg, work.data() + i * g.plane);
   const int64_t RS = g.R * g.S;
   for (int64_t o = 0; o < nout; ++o) {
     scalar_t* d = dst + o * ds.d1;
     acc_t* direct = dense_plane<scalar_t, acc_t>(d, g.Q, ds.d2, ds.d3);
     correlate_isa<acc_t>(
-        isa, g, nsrc, planes.data(), wts + o * nsrc * RS, init ? init[o] : acc_t(0),
+        isa, g, nsrc, work.data(), wts + o * nsrc * RS, init ? init[o] : acc_t(0),
         direct ? direct : out.data());
     if (!direct) store_plane(out.data(), g.P, g.Q, d, ds.d2, ds.d3);
   }
@@ -122,7 +150,7 @@ void depthwise_direct_forward(
       s.S, pg);
   const int64_t grain = grain_for(Kg * CRS * s.P * s.Q);
   at::parallel_for(0, s.N * s.G, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> planes(Cg * geom.plane), out(s.P * s.Q);
+    std::vector<acc_t> planes, out;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.G, g = task % s.G;
       direct_group<scalar_t, acc_t>(
@@ -171,7 +199,7 @@ void depthwise_direct_backward_input(
         s.H, s.W, 1, s.pad_h, -s.dil_h, s.R, 1, s.pad_w, -s.dil_w, s.S, pg);
     const int64_t grain = grain_for(Cg * KRS * s.H * s.W);
     at::parallel_for(0, s.N * s.G, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> planes(Kg * geom.plane), out(s.H * s.W);
+      std::vector<acc_t> planes, out;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / s.G, g = task % s.G;
         direct_group<scalar_t, acc_t>(

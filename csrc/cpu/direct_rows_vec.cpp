@@ -27,6 +27,22 @@ CONV_EXT_FLAT_AVX512 void correlate_avx512(
 }
 
 template <typename T>
+CONV_EXT_FLAT_AVX2 void ring_avx2(
+    const DirectGeom& g, const PadGeom& pg, const Planes<const T>& src, int64_t nsrc,
+    int64_t H, int64_t W, int64_t nout, const T* wts, const T* init,
+    const Planes<T>& dst, T* ring) {
+  correlate_ring<T, 32 / sizeof(T)>(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
+}
+
+template <typename T>
+CONV_EXT_FLAT_AVX512 void ring_avx512(
+    const DirectGeom& g, const PadGeom& pg, const Planes<const T>& src, int64_t nsrc,
+    int64_t H, int64_t W, int64_t nout, const T* wts, const T* init,
+    const Planes<T>& dst, T* ring) {
+  correlate_ring<T, 64 / sizeof(T)>(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
+}
+
+template <typename T>
 CONV_EXT_FLAT_AVX2 void dot_avx2(const DirectGeom& g, const T* dy, const T* plane, T* lanes) {
   dot_padded<T, 32 / sizeof(T)>(g, dy, plane, lanes);
 }
@@ -47,6 +63,20 @@ void correlate_padded_vec(int isa, const DirectGeom& g, int64_t nsrc,
                           const double* planes, const double* wts, double init, double* out) {
   if (isa == 2) correlate_avx512(g, nsrc, planes, wts, init, out);
   else correlate_avx2(g, nsrc, planes, wts, init, out);
+}
+void correlate_ring_vec(int isa, const DirectGeom& g, const PadGeom& pg,
+                        const Planes<const float>& src, int64_t nsrc, int64_t H, int64_t W,
+                        int64_t nout, const float* wts, const float* init,
+                        const Planes<float>& dst, float* ring) {
+  if (isa == 2) ring_avx512(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
+  else ring_avx2(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
+}
+void correlate_ring_vec(int isa, const DirectGeom& g, const PadGeom& pg,
+                        const Planes<const double>& src, int64_t nsrc, int64_t H, int64_t W,
+                        int64_t nout, const double* wts, const double* init,
+                        const Planes<double>& dst, double* ring) {
+  if (isa == 2) ring_avx512(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
+  else ring_avx2(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
 }
 void dot_padded_vec(int isa, const DirectGeom& g, const float* dy, const float* plane,
                     float* lanes) {
