@@ -1,18 +1,79 @@
 // Grad bias on the CPU: the sum of grad_output over N, P and Q for each
 // output channel. Each channel is summed by one thread in a fixed order, in
-// double, so the result is reproducible and accurate for any dtype.
+// double, so the result is reproducible (for any thread count) and
+// accurate for any dtype.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "../conv_shape.h"
 #include "conv_gemm.h"
+#include "direct_rows.h"
+#include "isa.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
+#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
+#else
+#define CONV_EXT_FLAT_AVX2
+#define CONV_EXT_FLAT_AVX512
+#endif
 
 namespace conv_ext::cpu {
 namespace {
+
+// Sum of n contiguous values in double: four vectors of B doubles in
+// rotation (independent add chains), a value's lane and place in its chain
+// depend only on its index, so the order is fixed. The 8 scalar lanes this replaces ran at 4x the time
+// of torch's own sum on mbv2_dw_3x3 (0.19 ms against 0.13 for 3.6 MB).
+template <typename T, int B>
+double sum_run(const T* x, int64_t n) {
+  using VD = typename Vec<double, B>::type;
+  VD a0 = VD{}, a1 = VD{}, a2 = VD{}, a3 = VD{};
+  int64_t i = 0;
+  for (; i + 4 * B <= n; i += 4 * B) {
+    a0 += __builtin_convertvector(loadv<B>(x + i), VD);
+    a1 += __builtin_convertvector(loadv<B>(x + i + B), VD);
+    a2 += __builtin_convertvector(loadv<B>(x + i + 2 * B), VD);
+    a3 += __builtin_convertvector(loadv<B>(x + i + 3 * B), VD);
+  }
+  for (; i + B <= n; i += B) a0 += __builtin_convertvector(loadv<B>(x + i), VD);
+  double tail = 0;
+  for (; i < n; ++i) tail += static_cast<double>(x[i]);
+  const VD a = (a0 + a1) + (a2 + a3);
+  double sum = 0;
+  for (int l = 0; l < B; ++l) sum += a[l];
+  return sum + tail;
+}
+
+template <typename T>
+CONV_EXT_FLAT_AVX512 double sum_run_avx512(const T* x, int64_t n) {
+  return sum_run<T, 8>(x, n);
+}
+
+template <typename T>
+CONV_EXT_FLAT_AVX2 double sum_run_avx2(const T* x, int64_t n) {
+  return sum_run<T, 4>(x, n);
+}
+
+template <typename T>
+double sum_run_isa(Isa isa, const T* x, int64_t n) {
+  switch (isa) {
+    case Isa::kAvx512: return sum_run_avx512(x, n);
+    case Isa::kAvx2: return sum_run_avx2(x, n);
+    default: return sum_run<T, 2>(x, n);
+  }
+}
+
+// Below this many elements the sum stays on the calling thread: it is
+// bound by memory bandwidth, which a second thread barely raises here,
+// while waking it costs more than a small sum (grouped_3x3, 0.8 MB: 0.066
+// ms on one thread, 0.107 on two).
+constexpr int64_t kParallelSum = int64_t(1) << 22;
 
 template <typename scalar_t>
 void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad_bias) {
@@ -46,6 +107,26 @@ void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad
       }
     });
     return;
+  }
+  const int64_t PQ = P * Q;
+  const bool dense = ys.d3 == 1 && ys.d2 == Q;
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    if (dense) {
+      const Isa isa = cpu_isa();
+      auto sums = [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          double sum = 0;
+          for (int64_t n = 0; n < N; ++n) sum += sum_run_isa(isa, dy + n * ys.d0 + k * ys.d1, PQ);
+          db[k] = static_cast<scalar_t>(sum);
+        }
+      };
+      if (N * K * PQ < kParallelSum) {
+        sums(0, K);
+      } else {
+        at::parallel_for(0, K, std::max<int64_t>(1, kParallelSum / 4 / (N * PQ)), sums);
+      }
+      return;
+    }
   }
   at::parallel_for(0, K, grain_for(N * P * Q), [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {

@@ -3,6 +3,9 @@
 // compiler use 32-byte (AVX2 + FMA) or 64-byte (AVX-512F) vectors.
 #include "direct_rows.h"
 
+#include <type_traits>
+#include <vector>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
 #define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
@@ -39,6 +42,13 @@ CONV_EXT_FLAT_AVX512 void ring_avx512(
     const DirectGeom& g, const PadGeom& pg, const Planes<const T>& src, int64_t nsrc,
     int64_t H, int64_t W, int64_t nout, const T* wts, const T* init,
     const Planes<T>& dst, T* ring) {
+  if constexpr (std::is_same_v<T, float>) {
+    DirectGeom gp = g;
+    std::vector<float> flipped;
+    const float* w = positive_dilations(gp, wts, nout * nsrc, flipped);
+    if (use_3x3_avx512(gp) && correlate3x3_avx512(gp, pg, src, nsrc, H, W, nout, w, init, dst))
+      return;
+  }
   correlate_ring<T, 64 / sizeof(T)>(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
 }
 
