@@ -260,10 +260,31 @@ void depthwise_direct_backward_weight(
       s.S, pg);
   const PadGeom dense{0, s.P, 0, s.Q};  // grad_output, converted, unpadded
   const int64_t grain = grain_for(s.N * Kg * CRS * s.P * s.Q);
+  // float on AVX-512, 3 x 3 at unit stride, rows in place: one pass over
+  // each (dy, x) plane pair with the 9 tap sums in registers, no padded
+  // copy (direct_3x3_avx512.cpp).
+  const bool fast = std::is_same_v<scalar_t, float> && isa == Isa::kAvx512 &&
+                    xs.d3 == 1 && ys.d3 == 1 && use_3x3_avx512(geom);
   at::parallel_for(0, s.G, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> lanes(Kg * CRS * kRowBlock);
     std::vector<acc_t> planes(Cg * geom.plane), grads(Kg * s.P * s.Q);
+    std::vector<float> taps;
     for (int64_t g = begin; g < end; ++g) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (fast) {
+          taps.resize(Kg * Cg * 9);
+          if (dot3x3_avx512(geom, pg, x + g * Cg * xs.d1, {xs.d0, xs.d1, xs.d2}, s.H, s.W,
+                            dy + g * Kg * ys.d1, {ys.d0, ys.d1, ys.d2}, s.N, Cg, Kg,
+                            taps.data())) {
+            for (int64_t kk = 0; kk < Kg; ++kk)
+              for (int64_t c = 0; c < Cg; ++c)
+                for (int64_t t = 0; t < 9; ++t)
+                  dw[(g * Kg + kk) * ws.s0 + c * ws.s1 + (t / 3) * ws.s2 + (t % 3) * ws.s3] =
+                      taps[(kk * Cg + c) * 9 + t];
+            continue;
+          }
+        }
+      }
       std::fill(lanes.begin(), lanes.end(), acc_t(0));
       for (int64_t n = 0; n < s.N; ++n) {
         for (int64_t c = 0; c < Cg; ++c)

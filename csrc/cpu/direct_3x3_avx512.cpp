@@ -206,6 +206,125 @@ CONV_EXT_AVX512 bool correlate3x3_avx512(
   return true;
 }
 
+namespace {
+
+// Grad weight, one (output k, input c) pair over every image: the 9 tap
+// sums of dy[p][q] * x[p + r][q + s] (rows and columns in the forward's
+// geometry). Each source row h feeds the three dy rows p = h - r, so each
+// block loads 3 source vectors (one per tap column) and 3 dy vectors for 9
+// FMAs, where the dy-row-at-a-time form loads 10; the 9 sums stay in
+// registers for the whole plane. dyrows[p] for p in [-2, P + 2) (a zero
+// row outside [0, P)).
+template <int NB>
+CONV_EXT_AVX512_INLINE void dot3x3_blocks(
+    const float* const* dyrows, const float* x0, int64_t xrs, int64_t hlo, int64_t hhi,
+    int64_t h_of_p0, const BlockTaps* bt, int64_t col0, int64_t dw, __mmask16 tail,
+    bool first, bool last, __m512* acc) {
+  int64_t st[NB];
+  for (int i = 0; i < NB; ++i) st[i] = bt[i].st;
+  // Source rows p + r, p + r in [0, P + 2): only those on the image add.
+  for (int64_t h = hlo; h < hhi; ++h) {
+    const float* x = x0 + h * xrs + col0;
+    const int64_t pr = h - h_of_p0;  // dy row of tap row 0
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; ++i) {
+      __m512 xv[3];
+#pragma GCC unroll 3
+      for (int s = 0; s < 3; ++s) {
+        const float* xp = x + s * dw + st[i];
+        if (first && i == 0) {
+          xv[s] = _mm512_maskz_loadu_ps(bt[0].mask[s], xp);
+        } else if (last && i == NB - 1) {
+          xv[s] = _mm512_maskz_loadu_ps(bt[NB - 1].mask[s], xp);
+        } else {
+          xv[s] = _mm512_loadu_ps(xp);
+        }
+      }
+#pragma GCC unroll 3
+      for (int r = 0; r < 3; ++r) {
+        const float* d = dyrows[pr - r] + st[i];
+        const __m512 dv = last && i == NB - 1 ? _mm512_maskz_loadu_ps(tail, d)
+                                              : _mm512_loadu_ps(d);
+#pragma GCC unroll 3
+        for (int s = 0; s < 3; ++s) acc[r * 3 + s] = _mm512_fmadd_ps(dv, xv[s], acc[r * 3 + s]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+CONV_EXT_AVX512 bool dot3x3_avx512(
+    const DirectGeom& g, const PadGeom& pg, const float* x, const ImageStrides& xs,
+    int64_t H, int64_t W, const float* dy, const ImageStrides& ys, int64_t N, int64_t Cg, int64_t Kg,
+    float* out) {
+  const int64_t nb = (g.Q + kLanes - 1) / kLanes;
+  const int64_t col0 = pg.w0 + g.cb;
+  BlockTaps bt[kMax3x3Blocks];
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t q = b * kLanes;
+    bt[b].st = q + kLanes <= g.Q ? q : g.Q - kLanes;
+    for (int s = 0; s < 3; ++s) {
+      const int64_t col = col0 + bt[b].st + s * g.dil_w;
+      const int64_t lo = col < 0 ? -col : 0;
+      const int64_t hi = W - col < kLanes ? W - col : kLanes;
+      bt[b].mask[s] = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1))
+                              : static_cast<__mmask16>(0);
+      if (b > 0 && b + 1 < nb && (col < 0 || col + kLanes > W)) return false;
+    }
+  }
+  // The last block's lanes that its predecessor already covered.
+  const int64_t seen = (nb - 1) * kLanes - bt[nb - 1].st;
+  const __mmask16 tail = static_cast<__mmask16>(0xffffu & ~((1u << seen) - 1));
+  thread_local std::vector<float> zeros;
+  if (static_cast<int64_t>(zeros.size()) < g.Q) zeros.assign(g.Q, 0.f);
+  std::vector<const float*> dyrows(g.P + 4);
+  // Source row of (p, r): pg.h0 + g.rb + p + r; those on the image only.
+  const int64_t h_of_p0 = pg.h0 + g.rb;
+  const int64_t hlo = h_of_p0 > 0 ? h_of_p0 : 0;
+  const int64_t hhi = h_of_p0 + g.P + 2 < H ? h_of_p0 + g.P + 2 : H;
+  for (int64_t kk = 0; kk < Kg; ++kk)
+    for (int64_t c = 0; c < Cg; ++c) {
+      __m512 acc[9];
+      for (int t = 0; t < 9; ++t) acc[t] = _mm512_setzero_ps();
+      for (int64_t n = 0; n < N; ++n) {
+        const float* d = dy + n * ys.n + kk * ys.c;
+        for (int64_t p = -2; p < g.P + 2; ++p)
+          dyrows[p + 2] = p >= 0 && p < g.P ? d + p * ys.h : zeros.data();
+        const float* const* rows = dyrows.data() + 2;
+        const float* xc = x + n * xs.n + c * xs.c;
+        int64_t b = 0;
+        for (; b + 4 <= nb; b += 4)
+          dot3x3_blocks<4>(rows, xc, xs.h, hlo, hhi, h_of_p0, bt + b, col0, g.dil_w, tail,
+                           b == 0, b + 4 == nb, acc);
+        switch (nb - b) {
+          case 3:
+            dot3x3_blocks<3>(rows, xc, xs.h, hlo, hhi, h_of_p0, bt + b, col0, g.dil_w, tail,
+                             b == 0, true, acc);
+            break;
+          case 2:
+            dot3x3_blocks<2>(rows, xc, xs.h, hlo, hhi, h_of_p0, bt + b, col0, g.dil_w, tail,
+                             b == 0, true, acc);
+            break;
+          case 1:
+            dot3x3_blocks<1>(rows, xc, xs.h, hlo, hhi, h_of_p0, bt + b, col0, g.dil_w, tail,
+                             b == 0, true, acc);
+            break;
+          default: break;
+        }
+      }
+      // Lanes summed in a fixed order: the same result on every run.
+      for (int t = 0; t < 9; ++t) {
+        alignas(64) float l[kLanes];
+        _mm512_store_ps(l, acc[t]);
+        float sum = 0.f;
+        for (int i = 0; i < kLanes; ++i) sum += l[i];
+        out[(kk * Cg + c) * 9 + t] = sum;
+      }
+    }
+  return true;
+}
+
 }  // namespace conv_ext::cpu
 
 #else
@@ -214,6 +333,11 @@ namespace conv_ext::cpu {
 bool correlate3x3_avx512(
     const DirectGeom&, const PadGeom&, const Planes<const float>&, int64_t, int64_t, int64_t,
     int64_t, const float*, const float*, const Planes<float>&) {
+  return false;
+}
+bool dot3x3_avx512(
+    const DirectGeom&, const PadGeom&, const float*, const ImageStrides&, int64_t, int64_t,
+    const float*, const ImageStrides&, int64_t, int64_t, int64_t, float*) {
   return false;
 }
 }  // namespace conv_ext::cpu

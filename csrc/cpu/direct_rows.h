@@ -575,6 +575,17 @@ bool correlate3x3_avx512(
     const DirectGeom& g, const PadGeom& pg, const Planes<const float>& src, int64_t nsrc,
     int64_t H, int64_t W, int64_t nout, const float* wts, const float* init,
     const Planes<float>& dst);
+// Grad weight of one group for float on AVX-512 (direct_3x3_avx512.cpp),
+// when use_3x3_avx512 holds: out[(k*Cg + c)*9 + r*3 + s] summed over the N
+// images, x and dy read in place (unit column stride). False, having done
+// nothing, where the padding is wider than a block.
+struct ImageStrides {
+  int64_t n, c, h;  // image, channel and row strides
+};
+bool dot3x3_avx512(
+    const DirectGeom& g, const PadGeom& pg, const float* x, const ImageStrides& xs,
+    int64_t H, int64_t W, const float* dy, const ImageStrides& ys, int64_t N, int64_t Cg,
+    int64_t Kg, float* out);
 void dot_padded_vec(int isa, const DirectGeom& g, const float* dy, const float* plane,
                     float* lanes);
 void dot_padded_vec(int isa, const DirectGeom& g, const double* dy, const double* plane,
