@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "../conv_shape.h"
 #include "conv_gemm.h"
@@ -35,6 +36,23 @@ double sum_run(const T* x, int64_t n) {
   using VD = typename Vec<double, B>::type;
   VD a0 = VD{}, a1 = VD{}, a2 = VD{}, a3 = VD{};
   int64_t i = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    // Groups of 4 floats added in float, then widened: a quarter of the
+    // conversions, and a float sum of 4 values loses next to nothing
+    // (grouped_3x3's 0.8 MB: 0.027 ms, conversion-bound, against torch's
+    // 0.015).
+    using VF = typename Vec<float, 2 * B>::type;
+    using VH = typename Vec<float, B>::type;
+    for (; i + 8 * B <= n; i += 8 * B) {
+      const VF f = (loadv<2 * B>(x + i) + loadv<2 * B>(x + i + 2 * B)) +
+                   (loadv<2 * B>(x + i + 4 * B) + loadv<2 * B>(x + i + 6 * B));
+      VH lo, hi;
+      __builtin_memcpy(&lo, &f, sizeof lo);
+      __builtin_memcpy(&hi, reinterpret_cast<const char*>(&f) + sizeof lo, sizeof hi);
+      a0 += __builtin_convertvector(lo, VD);
+      a1 += __builtin_convertvector(hi, VD);
+    }
+  }
   for (; i + 4 * B <= n; i += 4 * B) {
     a0 += __builtin_convertvector(loadv<B>(x + i), VD);
     a1 += __builtin_convertvector(loadv<B>(x + i + B), VD);
@@ -113,12 +131,15 @@ void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad
   if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
     if (dense) {
       const Isa isa = cpu_isa();
+      // Planes in memory order (image-major), each channel's plane sums
+      // added in image order as before: one sequential stream instead of N
+      // interleaved ones (mbv2_dw_3x3: 0.163 -> see below).
       auto sums = [&](int64_t begin, int64_t end) {
-        for (int64_t k = begin; k < end; ++k) {
-          double sum = 0;
-          for (int64_t n = 0; n < N; ++n) sum += sum_run_isa(isa, dy + n * ys.d0 + k * ys.d1, PQ);
-          db[k] = static_cast<scalar_t>(sum);
-        }
+        std::vector<double> sum(end - begin, 0.0);
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t k = begin; k < end; ++k)
+            sum[k - begin] += sum_run_isa(isa, dy + n * ys.d0 + k * ys.d1, PQ);
+        for (int64_t k = begin; k < end; ++k) db[k] = static_cast<scalar_t>(sum[k - begin]);
       };
       if (N * K * PQ < kParallelSum) {
         sums(0, K);
