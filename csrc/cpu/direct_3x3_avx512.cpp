@@ -278,7 +278,8 @@ CONV_EXT_AVX512 bool dot3x3_avx512(
   const __mmask16 tail = static_cast<__mmask16>(0xffffu & ~((1u << seen) - 1));
   thread_local std::vector<float> zeros;
   if (static_cast<int64_t>(zeros.size()) < g.Q) zeros.assign(g.Q, 0.f);
-  std::vector<const float*> dyrows(g.P + 4);
+  thread_local std::vector<const float*> dyrows;
+  dyrows.resize(g.P + 4);
   // Source row of (p, r): pg.h0 + g.rb + p + r; those on the image only.
   const int64_t h_of_p0 = pg.h0 + g.rb;
   const int64_t hlo = h_of_p0 > 0 ? h_of_p0 : 0;
