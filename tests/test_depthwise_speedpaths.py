@@ -98,3 +98,42 @@ def test_non_finite_values_beside_the_padding_stay_out(isa):
     wt = torch.ones(2, 1, 3, 3)
     y = ops.conv2d_forward(x, wt, None, [1, 1], [1, 1], [1, 1], 2)
     assert torch.isfinite(y).all()
+
+
+# channels_last depthwise (csrc/cpu/depthwise_nhwc.h): (N, C, H, W, stride,
+# pad, dil): channel counts around the vector blocks (2 x 16, 16, the scalar
+# tail), rows narrower than a 4-pixel block, stride 2, wide padding.
+NHWC = [
+    (2, 40, 9, 13, 1, 1, 1),
+    (1, 144, 6, 7, 1, 1, 1),
+    (1, 3, 5, 3, 1, 1, 1),
+    (2, 17, 11, 10, 2, 1, 1),
+    (1, 33, 8, 9, 1, 2, 2),
+    (1, 64, 7, 5, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("case", NHWC, ids=[str(c) for c in NHWC])
+def test_depthwise_channels_last_matches_torch(isa, case, dtype, tol):
+    n, c, h, w, st, pd, dl = case
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    wt = torch.randn(c, 1, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(c, generator=gen, dtype=torch.float64)
+    y64 = F.conv2d(x, wt, b, st, pd, dl, c)
+    gy = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    gx64, gw64, _ = torch.ops.aten.convolution_backward(
+        gy, x, wt, [c], [st, st], [pd, pd], [dl, dl], False, [0, 0], c, [True, True, False])
+    cl = torch.channels_last
+    x, gy = x.to(dtype).contiguous(memory_format=cl), gy.to(dtype).contiguous(memory_format=cl)
+    wt, b = wt.to(dtype), b.to(dtype)
+    a = ([st, st], [pd, pd], [dl, dl], c)
+    got = (
+        ops.conv2d_forward(x, wt, b, *a),
+        ops.conv2d_backward_input(gy, wt, list(x.shape), *a),
+        ops.conv2d_backward_weight(gy, x, list(wt.shape), *a),
+    )
+    for name, ours, ref in zip(("forward", "grad input", "grad weight"), got, (y64, gx64, gw64)):
+        err = (ours.double() - ref).abs().max().item() / ref.abs().max().item()
+        assert err < tol, f"{name}: rel err {err:.3g}"

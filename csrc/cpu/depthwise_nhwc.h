@@ -4,6 +4,8 @@
 // direct kernels (depthwise_direct.h) would read such data with a stride of
 // C per element (measured 7 GFLOP/s on mbv2_dw_3x3 in NHWC).
 //
+// Float with unit-stride taps (forward, grad input at stride 1) runs a
+// vectorized row kernel (depthwise_nhwc_vec.cpp).
 // Threads: forward and grad input own output pixels (rows of an image);
 // grad weight owns blocks of channels and sums every pixel of every image
 // in a fixed order: deterministic, no shared writes.
@@ -14,10 +16,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../conv_shape.h"
 #include "conv_gemm.h"
+#include "depthwise_nhwc_vec.h"
+#include "isa.h"
 
 namespace conv_ext::cpu {
 
@@ -45,6 +50,25 @@ void depthwise_nhwc_pass(
     int64_t st_w, int64_t off_w, int64_t dil_w, int64_t div_h, int64_t div_w,
     const acc_t* wt, const acc_t* init) {
   const int64_t grain = grain_for(Q * C * R * S);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (div_h == 1 && div_w == 1 && ss.d1 == 1 && ds.d1 == 1) {
+      const Isa isa = cpu_isa();
+      at::parallel_for(0, N * P, grain, [&](int64_t begin, int64_t end) {
+        std::vector<const float*> rows(R);
+        for (int64_t row = begin; row < end; ++row) {
+          const int64_t n = row / P, p = row % P;
+          for (int64_t r = 0; r < R; ++r) {
+            const int64_t h = p * st_h + off_h + r * dil_h;
+            rows[r] = h >= 0 && h < Hs ? src + n * ss.d0 + h * ss.d2 : nullptr;
+          }
+          const NhwcRow a{rows.data(), wt, init, C, Q, R, S, Ws,
+                          st_w, off_w, dil_w, ss.d3, ds.d3};
+          depthwise_nhwc_row(isa, a, dst + n * ds.d0 + p * ds.d2);
+        }
+      });
+      return;
+    }
+  }
   at::parallel_for(0, N * P, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(C);
     for (int64_t row = begin; row < end; ++row) {
