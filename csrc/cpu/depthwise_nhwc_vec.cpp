@@ -97,10 +97,57 @@ void row(const NhwcRow& a, float* out) {
     }
 }
 
+// Grad weight: the pixel's dy vector is loaded once for all its taps; the
+// tap sums live in acc (C x R x S floats, L1).
+template <int B>
+void dot_row(const NhwcRow& a, const float* dy, float* acc) {
+  using V = typename Vec<float, B>::type;
+  for (int64_t q = 0; q < a.Q; ++q) {
+    const float* d = dy + q * a.ys;
+    int64_t c = 0;
+    for (; c + B <= a.C; c += B) {
+      const V dv = loadv<B>(d + c);
+      for (int64_t r = 0; r < a.R; ++r) {
+        if (a.rows[r] == nullptr) continue;
+        for (int64_t s = 0; s < a.S; ++s) {
+          const int64_t col = q * a.st_w + a.off_w + s * a.dil_w;
+          if (col < 0 || col >= a.Ws) continue;
+          float* t = acc + (r * a.S + s) * a.C + c;
+          storev<B>(t, loadv<B>(t) + dv * loadv<B>(a.rows[r] + col * a.xs + c));
+        }
+      }
+    }
+    for (; c < a.C; ++c)
+      for (int64_t r = 0; r < a.R; ++r) {
+        if (a.rows[r] == nullptr) continue;
+        for (int64_t s = 0; s < a.S; ++s) {
+          const int64_t col = q * a.st_w + a.off_w + s * a.dil_w;
+          if (col < 0 || col >= a.Ws) continue;
+          acc[(r * a.S + s) * a.C + c] += d[c] * a.rows[r][col * a.xs + c];
+        }
+      }
+  }
+}
+
+CONV_EXT_FLAT_AVX2 void dot_row_avx2(const NhwcRow& a, const float* dy, float* acc) {
+  dot_row<8>(a, dy, acc);
+}
+CONV_EXT_FLAT_AVX512 void dot_row_avx512(const NhwcRow& a, const float* dy, float* acc) {
+  dot_row<16>(a, dy, acc);
+}
+
 CONV_EXT_FLAT_AVX2 void row_avx2(const NhwcRow& a, float* out) { row<8>(a, out); }
 CONV_EXT_FLAT_AVX512 void row_avx512(const NhwcRow& a, float* out) { row<16>(a, out); }
 
 }  // namespace
+
+void depthwise_nhwc_dot_row(Isa isa, const NhwcRow& a, const float* dy, float* acc) {
+  switch (isa) {
+    case Isa::kAvx512: return dot_row_avx512(a, dy, acc);
+    case Isa::kAvx2: return dot_row_avx2(a, dy, acc);
+    default: return dot_row<4>(a, dy, acc);
+  }
+}
 
 void depthwise_nhwc_row(Isa isa, const NhwcRow& a, float* out) {
   switch (isa) {

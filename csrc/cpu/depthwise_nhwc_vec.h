@@ -24,4 +24,9 @@ struct NhwcRow {
 
 void depthwise_nhwc_row(Isa isa, const NhwcRow& a, float* out);
 
+// Grad weight over one output row: acc[(r*S + s)*C + c] += sum over q of
+// dy[q*ys + c] * rows[r][(q*st_w + off_w + s*dil_w)*xs + c], the same
+// skipping rules as NhwcRow (its init unused), pixels in order.
+void depthwise_nhwc_dot_row(Isa isa, const NhwcRow& a, const float* dy, float* acc);
+
 }  // namespace conv_ext::cpu
