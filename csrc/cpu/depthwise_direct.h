@@ -26,6 +26,7 @@
 
 #include "../conv_shape.h"
 #include "conv_gemm.h"
+#include "direct_ring.h"
 #include "direct_rows.h"
 #include "epilogue.h"
 #include "isa.h"

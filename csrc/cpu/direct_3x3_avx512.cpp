@@ -12,7 +12,7 @@
 
 #include <vector>
 
-#include "direct_rows.h"
+#include "direct_ring.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CONV_EXT_AVX512 __attribute__((target("avx512f")))
