@@ -1,4 +1,4 @@
-// The 3 x 3, unit-stride direct correlation of direct_rows.h for float on
+// The 3 x 3, unit-stride direct correlation of direct_ring.h for float on
 // AVX-512, reading the source planes in place: the taps that fall on the
 // padding are masked out of the loads (a masked-off lane reads no memory),
 // so there is no padded copy of any row. The portable kernel builds each
@@ -32,7 +32,7 @@ struct BlockTaps {
 };
 
 // RB output rows x NB blocks from RB + 2 source rows per source, as
-// correlate3x3_blocks in direct_rows.h: every loaded vector feeds each
+// correlate3x3_blocks in direct_ring.h: every loaded vector feeds each
 // output row it belongs to. rows[c*(RB+2) + j] + col0 is source c's row
 // p0 + j at the first block's first tap column (a zero row off the image).
 // Only a row's first block (FIRST: block 0 of this call) and last block

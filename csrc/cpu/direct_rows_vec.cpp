@@ -1,6 +1,7 @@
-// Vector builds of the plane kernels of direct_rows.h: `flatten` inlines the
-// portable templates into functions whose target attribute lets the
-// compiler use 32-byte (AVX2 + FMA) or 64-byte (AVX-512F) vectors.
+// Vector builds of the plane kernels of direct_rows.h and direct_ring.h:
+// `flatten` inlines the portable templates into functions whose target
+// attribute lets the compiler use 32-byte (AVX2 + FMA) or 64-byte
+// (AVX-512F) vectors.
 #include "direct_ring.h"
 
 #include <type_traits>
