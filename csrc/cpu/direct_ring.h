@@ -169,7 +169,7 @@ void correlate_ring(
     const Planes<T>& dst, T* ring) {
   DirectGeom g = g0;
   const int64_t RS = g.R * g.S, nrow = nsrc * g.R;
-  std::vector<T> flipped;
+  thread_local std::vector<T> flipped;  // grad input: once per thread, not per plane
   const T* wts = positive_dilations(g, wts0, nout * nsrc, flipped);
   const int64_t span = ring_span(g);
   int64_t tag[kMaxRingSpan];

@@ -45,7 +45,7 @@ CONV_EXT_FLAT_AVX512 void ring_avx512(
     const Planes<T>& dst, T* ring) {
   if constexpr (std::is_same_v<T, float>) {
     DirectGeom gp = g;
-    std::vector<float> flipped;
+    thread_local std::vector<float> flipped;  // grad input: once per thread, not per plane
     const float* w = positive_dilations(gp, wts, nout * nsrc, flipped);
     if (use_3x3_avx512(gp) && correlate3x3_avx512(gp, pg, src, nsrc, H, W, nout, w, init, dst))
       return;
