@@ -4,8 +4,13 @@
 // (direct_rows.h). A GEMM would see inner dimensions of C/G*R*S = 9..72 and
 // K/G = 1..8, too thin to fill a 6 x 16 register tile.
 //
-// Layout: any strides in and out; each task first copies the source planes
-// of its group into zero-padded planes in the accumulation type.
+// Layout: any strides in and out. Float 3 x 3 at unit stride on AVX-512
+// reads planes with unit column stride in place, the padding masked out of
+// its loads (direct_3x3_avx512.cpp), in all three passes. Otherwise the
+// forward and grad input copy each float or double source row once into a
+// small ring of zero-padded rows, and everything else (grad weight, half,
+// bfloat16, strided columns) first copies whole source planes into
+// zero-padded planes in the accumulation type.
 // Threads: one (image, group) per task in forward and grad input; one group
 // per task in grad weight, whose sums over images and pixels then run in a
 // fixed order: deterministic, no shared writes.
@@ -21,6 +26,7 @@
 
 #include "../conv_shape.h"
 #include "conv_gemm.h"
+#include "direct_ring.h"
 #include "direct_rows.h"
 #include "epilogue.h"
 #include "isa.h"
@@ -34,6 +40,18 @@ void correlate_isa(Isa isa, const DirectGeom& g, int64_t nsrc, const T* planes,
     correlate_padded_vec(isa == Isa::kAvx512 ? 2 : 1, g, nsrc, planes, wts, init, out);
   } else {
     correlate_padded<T, 16 / sizeof(T)>(g, nsrc, planes, wts, init, out);
+  }
+}
+
+template <typename T>
+void ring_isa(Isa isa, const DirectGeom& g, const PadGeom& pg, const Planes<const T>& src,
+              int64_t nsrc, int64_t H, int64_t W, int64_t nout, const T* wts,
+              const T* init, const Planes<T>& dst, T* ring) {
+  if (isa != Isa::kScalar) {
+    correlate_ring_vec(isa == Isa::kAvx512 ? 2 : 1, g, pg, src, nsrc, H, W, nout, wts,
+                       init, dst, ring);
+  } else {
+    correlate_ring<T, 16 / sizeof(T)>(g, pg, src, nsrc, H, W, nout, wts, init, dst, ring);
   }
 }
 
@@ -67,20 +85,36 @@ acc_t* dense_plane(scalar_t* dst, int64_t Q, int64_t ds, int64_t dc) {
 
 // out[o] = init[o] + correlation of the group's padded sources with wts[o],
 // for the group's outputs o; the shared body of forward and grad input.
+// Sources and outputs in the accumulation type with unit column stride
+// (float and double NCHW) are read and written in place, a ring of padded
+// rows at a time (correlate_ring); others (half, bfloat16, strided
+// columns) are first converted into whole padded planes. work and out are
+// the task's buffers, grown on first use.
 template <typename scalar_t, typename acc_t>
 void direct_group(
     Isa isa, const DirectGeom& g, const PadGeom& pg, int64_t nsrc,
     const scalar_t* src, const Strides4& ss, int64_t H, int64_t W,
     int64_t nout, const acc_t* wts, const acc_t* init, scalar_t* dst,
-    const Strides4& ds, std::vector<acc_t>& planes, std::vector<acc_t>& out) {
+    const Strides4& ds, std::vector<acc_t>& work, std::vector<acc_t>& out) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (ss.d3 == 1 && ds.d3 == 1 && ring_fits(g, nsrc)) {
+      const int64_t need = nsrc * ring_span(g) * g.Wp;
+      if (static_cast<int64_t>(work.size()) < need) work.resize(need);
+      ring_isa<acc_t>(isa, g, pg, Planes<const acc_t>{src, ss.d1, ss.d2}, nsrc, H, W,
+                      nout, wts, init, Planes<acc_t>{dst, ds.d1, ds.d2}, work.data());
+      return;
+    }
+  }
+  if (static_cast<int64_t>(work.size()) < nsrc * g.plane) work.resize(nsrc * g.plane);
+  if (static_cast<int64_t>(out.size()) < g.P * g.Q) out.resize(g.P * g.Q);
   for (int64_t i = 0; i < nsrc; ++i)
-    pad_plane(src + i * ss.d1, ss.d2, ss.d3, H, W, pg, planes.data() + i * g.plane);
+    pad_plane(src + i * ss.d1, ss.d2, ss.d3, H, W, pg, work.data() + i * g.plane);
   const int64_t RS = g.R * g.S;
   for (int64_t o = 0; o < nout; ++o) {
     scalar_t* d = dst + o * ds.d1;
     acc_t* direct = dense_plane<scalar_t, acc_t>(d, g.Q, ds.d2, ds.d3);
     correlate_isa<acc_t>(
-        isa, g, nsrc, planes.data(), wts + o * nsrc * RS, init ? init[o] : acc_t(0),
+        isa, g, nsrc, work.data(), wts + o * nsrc * RS, init ? init[o] : acc_t(0),
         direct ? direct : out.data());
     if (!direct) store_plane(out.data(), g.P, g.Q, d, ds.d2, ds.d3);
   }
@@ -122,7 +156,7 @@ void depthwise_direct_forward(
       s.S, pg);
   const int64_t grain = grain_for(Kg * CRS * s.P * s.Q);
   at::parallel_for(0, s.N * s.G, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> planes(Cg * geom.plane), out(s.P * s.Q);
+    std::vector<acc_t> planes, out;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.G, g = task % s.G;
       direct_group<scalar_t, acc_t>(
@@ -171,7 +205,7 @@ void depthwise_direct_backward_input(
         s.H, s.W, 1, s.pad_h, -s.dil_h, s.R, 1, s.pad_w, -s.dil_w, s.S, pg);
     const int64_t grain = grain_for(Cg * KRS * s.H * s.W);
     at::parallel_for(0, s.N * s.G, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> planes(Kg * geom.plane), out(s.H * s.W);
+      std::vector<acc_t> planes, out;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t n = task / s.G, g = task % s.G;
         direct_group<scalar_t, acc_t>(
@@ -232,10 +266,31 @@ void depthwise_direct_backward_weight(
       s.S, pg);
   const PadGeom dense{0, s.P, 0, s.Q};  // grad_output, converted, unpadded
   const int64_t grain = grain_for(s.N * Kg * CRS * s.P * s.Q);
+  // float on AVX-512, 3 x 3 at unit stride, rows in place: one pass over
+  // each (dy, x) plane pair with the 9 tap sums in registers, no padded
+  // copy (direct_3x3_avx512.cpp).
+  const bool fast = std::is_same_v<scalar_t, float> && isa == Isa::kAvx512 &&
+                    xs.d3 == 1 && ys.d3 == 1 && use_3x3_avx512(geom);
   at::parallel_for(0, s.G, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> lanes(Kg * CRS * kRowBlock);
     std::vector<acc_t> planes(Cg * geom.plane), grads(Kg * s.P * s.Q);
+    std::vector<float> taps;
     for (int64_t g = begin; g < end; ++g) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (fast) {
+          taps.resize(Kg * Cg * 9);
+          if (dot3x3_avx512(geom, pg, x + g * Cg * xs.d1, {xs.d0, xs.d1, xs.d2}, s.H, s.W,
+                            dy + g * Kg * ys.d1, {ys.d0, ys.d1, ys.d2}, s.N, Cg, Kg,
+                            taps.data())) {
+            for (int64_t kk = 0; kk < Kg; ++kk)
+              for (int64_t c = 0; c < Cg; ++c)
+                for (int64_t t = 0; t < 9; ++t)
+                  dw[(g * Kg + kk) * ws.s0 + c * ws.s1 + (t / 3) * ws.s2 + (t % 3) * ws.s3] =
+                      taps[(kk * Cg + c) * 9 + t];
+            continue;
+          }
+        }
+      }
       std::fill(lanes.begin(), lanes.end(), acc_t(0));
       for (int64_t n = 0; n < s.N; ++n) {
         for (int64_t c = 0; c < Cg; ++c)
