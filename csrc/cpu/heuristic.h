@@ -19,15 +19,13 @@ namespace conv_ext::cpu {
 // group is too thin for the 6 x 16 (AVX2) or 6 x 32 (AVX-512) register
 // tile: the GEMM would pad K/G <= 8 to 16-32 columns, at least half of its
 // multiply-adds wasted (tile arithmetic; the boundary at 8 itself is not
-// measured). Measured with the direct kernels: grouped_3x3 (4 channels per
-// group) forward+backward 1.68x torch, mbv2_dw_3x3 1.09x.
-// The same holds without groups for a handful of channels (the seed
-// shapes, 1 -> 4 and 1 -> 1 channels): direct forward 0.0125 ms on
+// measured). The same holds without groups for a handful of channels (the
+// seed shapes, 1 -> 4 and 1 -> 1 channels): direct forward 0.0125 ms on
 // seed_fit against torch's 0.0166.
-// The direct kernels copy the window of the input the taps touch into
-// zero-padded planes, so they also need that window to stay near the image
-// size (padding or strides of 2^31 make it astronomically large; the GEMM
-// path never materializes it).
+// Their fallback paths (half, bfloat16, strided columns) copy the window of
+// the input the taps touch into zero-padded planes, so the window must stay
+// near the image size (padding or strides of 2^31 make it astronomically
+// large; the GEMM path never materializes it).
 inline bool use_direct_grouped(const ConvShape& s) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
@@ -91,6 +89,13 @@ inline bool gemm_only() {
   return env != nullptr && std::strcmp(env, "1") == 0;
 }
 
+// The phase-plane paths split a stride-st dimension into st phases; a
+// stride past the kernel's extent leaves phases no tap reaches (and a
+// stride of 2^31 would ask for 2^31 of them).
+inline bool strides_within_kernel(const ConvShape& s) {
+  return s.stride_h <= (s.R - 1) * s.dil_h + 1 && s.stride_w <= (s.S - 1) * s.dil_w + 1;
+}
+
 // Winograd F(2 x 2, 3 x 3) (winograd.h) for float32 correlations of a
 // cin-channel source into cout channels with a 3 x 3 stride-1 kernel and no
 // groups, undilated or with a dilation d that divides the sizes and
@@ -133,7 +138,8 @@ inline bool use_window_weight_grad(
   // Upper bounds of the phase planes' extent (window_weight_grad.cpp).
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return s.N * Hp * Wp >= 2048 && !gemm_only() && isa != Isa::kScalar &&
+  return s.N * Hp * Wp >= 2048 && strides_within_kernel(s) && !gemm_only() &&
+      isa != Isa::kScalar &&
       input.scalar_type() == at::kFloat && s.G == 1 && !use_direct_grouped(s) &&
       input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
       Hp * s.stride_h <= 2 * s.H + 64 && Wp * s.stride_w <= 2 * s.W + 64;
@@ -152,7 +158,7 @@ inline bool use_window_forward(
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   return !gemm_only() && isa != Isa::kScalar && input.scalar_type() == at::kFloat &&
-      s.G == 1 && s.R * s.S > 1 && (s.stride_h > 1 || s.stride_w > 1) &&
+      s.G == 1 && s.R * s.S > 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) && input.stride(3) == 1 &&
       weight.is_contiguous() && output.is_contiguous() && Hp * s.stride_h <= 2 * s.H + 64 &&
       Wp * s.stride_w <= 2 * s.W + 64;
@@ -169,7 +175,8 @@ inline bool use_window_backward_input(
   const int64_t Hg = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wg = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   return !gemm_only() && isa != Isa::kScalar && grad_output.scalar_type() == at::kFloat &&
-      s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && !use_direct_grouped(s) &&
+      s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
+      !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
 }
 
