@@ -37,15 +37,23 @@ double sum_run(const T* x, int64_t n) {
   VD a0 = VD{}, a1 = VD{}, a2 = VD{}, a3 = VD{};
   int64_t i = 0;
   if constexpr (std::is_same_v<T, float>) {
-    // Groups of 4 floats added in float, then widened: a quarter of the
-    // conversions, and a float sum of 4 values loses next to nothing
-    // (grouped_3x3's 0.8 MB: 0.027 ms, conversion-bound, against torch's
-    // 0.015).
+    // Groups of 16 floats per lane added in float (four chains of four),
+    // then widened: a sixteenth of the conversions, and a float sum of 16
+    // values loses next to nothing. With groups of 4 the sum was
+    // conversion-bound (mbv2_dw_3x3's 3.6 MB: 0.126 ms against torch's
+    // 0.026).
     using VF = typename Vec<float, 2 * B>::type;
     using VH = typename Vec<float, B>::type;
-    for (; i + 8 * B <= n; i += 8 * B) {
-      const VF f = (loadv<2 * B>(x + i) + loadv<2 * B>(x + i + 2 * B)) +
-                   (loadv<2 * B>(x + i + 4 * B) + loadv<2 * B>(x + i + 6 * B));
+    for (; i + 32 * B <= n; i += 32 * B) {
+      VF f0 = loadv<2 * B>(x + i), f1 = loadv<2 * B>(x + i + 2 * B);
+      VF f2 = loadv<2 * B>(x + i + 4 * B), f3 = loadv<2 * B>(x + i + 6 * B);
+      for (int j = 8; j < 32; j += 8) {
+        f0 += loadv<2 * B>(x + i + j * B);
+        f1 += loadv<2 * B>(x + i + (j + 2) * B);
+        f2 += loadv<2 * B>(x + i + (j + 4) * B);
+        f3 += loadv<2 * B>(x + i + (j + 6) * B);
+      }
+      const VF f = (f0 + f1) + (f2 + f3);
       VH lo, hi;
       __builtin_memcpy(&lo, &f, sizeof lo);
       __builtin_memcpy(&hi, reinterpret_cast<const char*>(&f) + sizeof lo, sizeof hi);
@@ -120,11 +128,10 @@ void add_pixels_isa(Isa isa, const T* x, int64_t rows, int64_t K, double* acc) {
   }
 }
 
-// Below this many elements the sum stays on the calling thread: it is
-// bound by memory bandwidth, which a second thread barely raises here,
-// while waking it costs more than a small sum (grouped_3x3, 0.8 MB: 0.066
-// ms on one thread, 0.107 on two).
-constexpr int64_t kParallelSum = int64_t(1) << 22;
+// Below this many elements the sum stays on the calling thread: waking a
+// second one costs more than a small sum (grouped_3x3, 0.8 MB: 0.066 ms on
+// one thread, 0.107 on two, when the sum was slower than it is now).
+constexpr int64_t kParallelSum = int64_t(1) << 18;
 
 template <typename scalar_t>
 void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad_bias) {
