@@ -98,3 +98,24 @@ def test_op_rejects_unknown_activation():
     y = torch.randn(1, 2, 3, 3)
     with pytest.raises(RuntimeError, match="same shape"):
         ops.activation_backward(y, y[:, :1], "relu", 0.0)
+
+
+@pytest.mark.parametrize("isa", ["auto", "avx2", "scalar"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh"])
+def test_vectorized_sigmoid_tanh_accuracy(act, isa, monkeypatch):
+    """The CPU epilogue's vector sigmoid/tanh (its own exp) against torch's,
+    over [-100, 100] (saturation, the tanh switch at |x| = 0.3, tiny values)
+    in a run whose length leaves a vector tail, plus inf and NaN."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", isa)
+    v = torch.cat([torch.linspace(-100, 100, 200003), torch.logspace(-30, 0, 1001),
+                   torch.tensor([0.0, -0.0, 0.3, -0.3, float("inf"), float("-inf"), float("nan")])])
+    one = torch.ones(1, 1, 1, 1)
+    y = torch.ops.conv_ext.conv2d_forward_activation(
+        v.view(1, 1, 1, -1), one, None, [1, 1], [0, 0], [1, 1], 1, act, 0.01).view(-1)
+    ref = (torch.tanh if act == "tanh" else torch.sigmoid)(v.double())
+    finite = ref.isfinite() & v.isfinite()
+    rel = (y.double() - ref).abs() / ref.abs().clamp_min(1e-30)
+    assert rel[finite & (ref.abs() > 1e-30)].max().item() < 1e-6
+    assert torch.equal(y[~v.isnan()].isnan(), torch.zeros_like(y[~v.isnan()], dtype=torch.bool))
+    assert y[v.isnan()].isnan().all()
+    assert torch.equal(y[v.isinf()], ref[v.isinf()].float())

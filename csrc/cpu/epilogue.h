@@ -6,11 +6,17 @@
 #include <ATen/OpMathType.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "../activation.h"
+#include "isa.h"
 
 namespace conv_ext::cpu {
+
+// Sigmoid (tanh false) or tanh of n contiguous floats in place, in vectors
+// (activation_vec.cpp); false, doing nothing, on the scalar instruction set.
+bool sigmoid_tanh_vec(Isa isa, float* d, int64_t n, bool tanh);
 
 // dst[i * rs + j * cs] = f(dst[...]) over a rows x cols tile, the unit-stride
 // dimension innermost so that the compiler vectorizes the loop.
@@ -54,6 +60,18 @@ void activate_tile(
       return run([slope](acc_t v) { return v > acc_t(0) ? v : v * slope; });
     case Activation::Sigmoid:
     case Activation::Tanh:
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        // Unit-stride rows go to the vector kernels.
+        const bool swap = row_stride == 1 && col_stride != 1;
+        const int64_t r = swap ? cols : rows, c = swap ? rows : cols;
+        const int64_t rs = swap ? col_stride : row_stride, cs = swap ? row_stride : col_stride;
+        const Isa isa = cpu_isa();
+        if (cs == 1 && isa != Isa::kScalar) {
+          for (int64_t i = 0; i < r; ++i)
+            sigmoid_tanh_vec(isa, dst + i * rs, c, e.act == Activation::Tanh);
+          return;
+        }
+      }
       return run([e](acc_t v) { return activate(v, e); });
     default:
       return;
