@@ -8,7 +8,6 @@
 // to the exponent bits. tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|),
 // for |x| >= 0.3, and its odd Taylor polynomial to x^9 below (where 1 - e
 // would cancel); sigmoid(x) = 1 / (1 + exp(-x)).
-#include <cmath>
 #include <cstdint>
 
 #include "isa.h"
@@ -34,6 +33,7 @@ template <int B>
 inline typename simd::Lanes<B>::type exp_vec(typename simd::Lanes<B>::type x) {
   using V = typename simd::Lanes<B>::type;
   using I = typename Ints<B>::type;
+  const V x0 = x;  // past the float range: 0 and infinity, exactly
   x = x < -87.0f ? V{} - 87.0f : x;
   x = x > 88.0f ? V{} + 88.0f : x;
   const V shift = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -50,7 +50,8 @@ inline typename simd::Lanes<B>::type exp_vec(typename simd::Lanes<B>::type x) {
   __builtin_memcpy(&bits, &p, sizeof bits);
   bits += __builtin_convertvector(n, I) << 23;
   __builtin_memcpy(&p, &bits, sizeof p);
-  return p;
+  p = x0 < -88.0f ? V{} : p;
+  return x0 > 89.0f ? V{} + __builtin_inff() : p;
 }
 
 template <int B>
@@ -81,7 +82,12 @@ inline void tanh_run(float* d, int64_t n) {
     __builtin_memcpy(&t, &tb, sizeof t);
     simd::store<V>(d + i, t);
   }
-  for (; i < n; ++i) d[i] = std::tanh(d[i]);
+  if (i < n) {  // the tail through one padded vector, not scalar std::tanh
+    float tail[B] = {};
+    for (int64_t j = i; j < n; ++j) tail[j - i] = d[j];
+    tanh_run<B>(tail, B);
+    for (int64_t j = i; j < n; ++j) d[j] = tail[j - i];
+  }
 }
 
 template <int B>
@@ -92,7 +98,12 @@ inline void sigmoid_run(float* d, int64_t n) {
     const V x = simd::load<V>(d + i);
     simd::store<V>(d + i, 1.0f / (1.0f + exp_vec<B>(V{} - x)));
   }
-  for (; i < n; ++i) d[i] = 1.0f / (1.0f + std::exp(-d[i]));
+  if (i < n) {  // the tail through one padded vector
+    float tail[B] = {};
+    for (int64_t j = i; j < n; ++j) tail[j - i] = d[j];
+    sigmoid_run<B>(tail, B);
+    for (int64_t j = i; j < n; ++j) d[j] = tail[j - i];
+  }
 }
 
 CONV_EXT_FLAT_AVX2 void tanh_avx2(float* d, int64_t n) { tanh_run<8>(d, n); }
