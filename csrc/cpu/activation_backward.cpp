@@ -7,7 +7,10 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "../activation.h"
+#include "epilogue.h"
 #include "../conv_shape.h"
 
 namespace conv_ext::cpu {
@@ -31,6 +34,21 @@ at::Tensor activation_backward_cpu(
         const scalar_t* gp = g.const_data_ptr<scalar_t>();
         const scalar_t* yp = y.const_data_ptr<scalar_t>();
         scalar_t* out = grad_input.mutable_data_ptr<scalar_t>();
+        // (Leaky) relu on float: vector blends (activation_vec.cpp). The
+        // dispatch body is compiled for every type, hence the casts, taken
+        // only when scalar_t is float.
+        const bool relu_like = e.act == Activation::ReLU || e.act == Activation::LeakyReLU;
+        const Isa isa = cpu_isa();
+        if (std::is_same_v<scalar_t, float> && relu_like && isa != Isa::kScalar) {
+          const float slope = e.act == Activation::ReLU ? 0.f : float(e.negative_slope);
+          const float* gf = reinterpret_cast<const float*>(gp);
+          const float* yf = reinterpret_cast<const float*>(yp);
+          float* of = reinterpret_cast<float*>(out);
+          at::parallel_for(0, y.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+            relu_grad_vec(isa, gf + begin, yf + begin, of + begin, end - begin, slope);
+          });
+          return;
+        }
         at::parallel_for(0, y.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
           for (int64_t i = begin; i < end; ++i) {
             out[i] = static_cast<scalar_t>(

@@ -1,5 +1,6 @@
 // Sigmoid and tanh over runs of floats in AVX2 or AVX-512 vectors, for the
-// fused-activation epilogue (epilogue.h): the scalar std::tanh / std::exp
+// fused-activation epilogue (epilogue.h), and the (leaky) relu gradient for
+// activation_backward: the scalar std::tanh / std::exp
 // took 7 ns a value, longer than the convolution itself on a depthwise
 // layer (mbv2_dw_3x3 forward with tanh: 6.6 ms against 0.46 unfused).
 //
@@ -106,12 +107,44 @@ inline void sigmoid_run(float* d, int64_t n) {
   }
 }
 
+// out = g * (y > 0 ? 1 : slope): a blend, not a branch, which random signs
+// mispredict every other element (1.9 ms for 3.6 MB against 0.39 with
+// signs all alike).
+template <int B>
+inline void leaky_grad_run(const float* g, const float* y, float* out, int64_t n, float slope) {
+  using V = typename simd::Lanes<B>::type;
+  int64_t i = 0;
+  for (; i + B <= n; i += B) {
+    const V gv = simd::load<V>(g + i), yv = simd::load<V>(y + i);
+    simd::store<V>(out + i, yv > 0.0f ? gv : gv * slope);
+  }
+  for (; i < n; ++i) out[i] = y[i] > 0.0f ? g[i] : g[i] * slope;
+}
+
+CONV_EXT_FLAT_AVX2 void leaky_grad_avx2(const float* g, const float* y, float* o, int64_t n, float s) {
+  leaky_grad_run<8>(g, y, o, n, s);
+}
+CONV_EXT_FLAT_AVX512 void leaky_grad_avx512(
+    const float* g, const float* y, float* o, int64_t n, float s) {
+  leaky_grad_run<16>(g, y, o, n, s);
+}
+
 CONV_EXT_FLAT_AVX2 void tanh_avx2(float* d, int64_t n) { tanh_run<8>(d, n); }
 CONV_EXT_FLAT_AVX512 void tanh_avx512(float* d, int64_t n) { tanh_run<16>(d, n); }
 CONV_EXT_FLAT_AVX2 void sigmoid_avx2(float* d, int64_t n) { sigmoid_run<8>(d, n); }
 CONV_EXT_FLAT_AVX512 void sigmoid_avx512(float* d, int64_t n) { sigmoid_run<16>(d, n); }
 
 }  // namespace
+
+bool relu_grad_vec(Isa isa, const float* g, const float* y, float* out, int64_t n, float slope) {
+  if (isa == Isa::kScalar) return false;
+  if (isa == Isa::kAvx512) {
+    leaky_grad_avx512(g, y, out, n, slope);
+  } else {
+    leaky_grad_avx2(g, y, out, n, slope);
+  }
+  return true;
+}
 
 bool sigmoid_tanh_vec(Isa isa, float* d, int64_t n, bool tanh) {
   if (isa == Isa::kScalar) return false;

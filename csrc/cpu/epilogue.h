@@ -18,6 +18,10 @@ namespace conv_ext::cpu {
 // (activation_vec.cpp); false, doing nothing, on the scalar instruction set.
 bool sigmoid_tanh_vec(Isa isa, float* d, int64_t n, bool tanh);
 
+// out = g * (y > 0 ? 1 : slope) over n contiguous floats (relu: slope 0),
+// in vectors; false, doing nothing, on the scalar instruction set.
+bool relu_grad_vec(Isa isa, const float* g, const float* y, float* out, int64_t n, float slope);
+
 // dst[i * rs + j * cs] = f(dst[...]) over a rows x cols tile, the unit-stride
 // dimension innermost so that the compiler vectorizes the loop.
 template <typename scalar_t, typename F>
