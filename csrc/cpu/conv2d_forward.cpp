@@ -58,12 +58,7 @@ void forward_gemm(
   for (int64_t k = 0; k < Kg; ++k) kofs[k] = k * wv.s0;
   tap_offsets(Cg, s.R, s.S, wv.s1, wv.s2, wv.s3, rsc, tofs.data());
 
-  std::vector<acc_t> b(s.K, acc_t(0));
-  if (bias.has_value() && bias->defined()) {
-    const scalar_t* bp = bias->const_data_ptr<scalar_t>();
-    for (int64_t k = 0; k < s.K; ++k)
-      b[k] = static_cast<acc_t>(bp[k * bias->stride(0)]);
-  }
+  const std::vector<acc_t> b = bias_values<acc_t, scalar_t>(bias, s.K);
 
   const scalar_t* x = input.const_data_ptr<scalar_t>();
   const Strides4 xs(input);
@@ -214,11 +209,8 @@ bool forward_winograd(
     Isa isa,
     const Epilogue& epilogue) {
   if (!use_winograd(s, s.C, s.K, input, output, isa)) return false;
-  std::vector<float> b;
-  if (bias.has_value() && bias->defined()) {
-    const float* bp = bias->const_data_ptr<float>();
-    for (int64_t k = 0; k < s.K; ++k) b.push_back(bp[k * bias->stride(0)]);
-  }
+  const std::vector<float> b = bias_values<float, float>(bias, s.K);
+  const bool has_bias = bias.has_value() && bias->defined();
   const Strides4 xs(input), ys(output);
   const WeightView wv(weight);
   float* y = output.mutable_data_ptr<float>();
@@ -226,7 +218,7 @@ bool forward_winograd(
       WinogradProblem{
           input.const_data_ptr<float>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W,
           weight.const_data_ptr<float>(), wv.s0, wv.s1, wv.s2, wv.s3,
-          b.empty() ? nullptr : b.data(), y, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q,
+          has_bias ? b.data() : nullptr, y, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q,
           s.pad_h, s.pad_w, s.dil_h, &epilogue},
       isa);
   return true;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "gemm_packed.h"
@@ -38,6 +39,17 @@ T* scratch(int slot, int64_t n) {
 inline int64_t grain_for(int64_t work) {
   constexpr int64_t kMinWork = 1 << 16;
   return std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, work));
+}
+
+// The bias in the accumulation type, zeros when there is none.
+template <typename acc_t, typename scalar_t>
+std::vector<acc_t> bias_values(const std::optional<at::Tensor>& bias, int64_t K) {
+  std::vector<acc_t> b(K, acc_t(0));
+  if (bias.has_value() && bias->defined()) {
+    const scalar_t* bp = bias->const_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < K; ++k) b[k] = static_cast<acc_t>(bp[k * bias->stride(0)]);
+  }
+  return b;
 }
 
 // Element strides of a 4-D tensor, in its logical dimension order.

@@ -140,12 +140,7 @@ void depthwise_direct_forward(
         for (int64_t t = 0; t < s.S; ++t)
           wts[k * CRS + (c * s.R + r) * s.S + t] = static_cast<acc_t>(
               w[k * ws.s0 + c * ws.s1 + r * ws.s2 + t * ws.s3]);
-  std::vector<acc_t> b(s.K, acc_t(0));
-  if (bias.has_value() && bias->defined()) {
-    const scalar_t* bp = bias->const_data_ptr<scalar_t>();
-    for (int64_t k = 0; k < s.K; ++k)
-      b[k] = static_cast<acc_t>(bp[k * bias->stride(0)]);
-  }
+  const std::vector<acc_t> b = bias_values<acc_t, scalar_t>(bias, s.K);
   const scalar_t* x = input.const_data_ptr<scalar_t>();
   const Strides4 xs(input);
   scalar_t* y = output.mutable_data_ptr<scalar_t>();

@@ -101,11 +101,7 @@ void depthwise_nhwc_forward(
     const std::optional<at::Tensor>& bias, const ConvShape& s, at::Tensor& output) {
   using acc_t = at::opmath_type<scalar_t>;
   const std::vector<acc_t> wt = taps_by_channel<acc_t, scalar_t>(weight, s);
-  std::vector<acc_t> b(s.K, acc_t(0));
-  if (bias.has_value() && bias->defined()) {
-    const scalar_t* bp = bias->const_data_ptr<scalar_t>();
-    for (int64_t k = 0; k < s.K; ++k) b[k] = static_cast<acc_t>(bp[k * bias->stride(0)]);
-  }
+  const std::vector<acc_t> b = bias_values<acc_t, scalar_t>(bias, s.K);
   depthwise_nhwc_pass<scalar_t, acc_t>(
       input.const_data_ptr<scalar_t>(), Strides4(input), s.H, s.W,
       output.mutable_data_ptr<scalar_t>(), Strides4(output), s.N, s.C, s.P, s.Q,

@@ -6,18 +6,11 @@
 // As in direct_rows_vec.cpp, `flatten` inlines the portable template into
 // functions compiled for AVX2 + FMA or AVX-512F.
 #include "depthwise_nhwc_vec.h"
+#include "isa.h"
 
 #include <cstdint>
 
 #include "direct_rows.h"  // Vec, loadv, storev
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
-#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX2
-#define CONV_EXT_FLAT_AVX512
-#endif
 
 namespace conv_ext::cpu {
 namespace {

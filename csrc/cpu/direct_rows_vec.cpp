@@ -3,17 +3,10 @@
 // attribute lets the compiler use 32-byte (AVX2 + FMA) or 64-byte
 // (AVX-512F) vectors.
 #include "direct_ring.h"
+#include "isa.h"
 
 #include <type_traits>
 #include <vector>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
-#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX2
-#define CONV_EXT_FLAT_AVX512
-#endif
 
 namespace conv_ext::cpu {
 namespace {

@@ -8,6 +8,18 @@
 // flipped between calls in one process.
 #pragma once
 
+// Function attributes for the vector builds of portable kernels: `flatten`
+// inlines the portable templates a function calls into it, compiled for
+// AVX2 + FMA or AVX-512F, while the rest of the library keeps the baseline
+// target. Kernels with these attributes run only after cpu_isa() chose them.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
+#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
+#else
+#define CONV_EXT_FLAT_AVX2
+#define CONV_EXT_FLAT_AVX512
+#endif
+
 namespace conv_ext::cpu {
 
 enum class Isa { kScalar, kAvx2, kAvx512 };

@@ -4,14 +4,7 @@
 // packing. Written once over GCC/Clang vectors and built for AVX-512F,
 // AVX2 + FMA and the baseline, with the same mr x nr as the packed kernels.
 #include "microkernel.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
-#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX2
-#define CONV_EXT_FLAT_AVX512
-#endif
+#include "isa.h"
 
 namespace conv_ext::cpu {
 namespace {

@@ -3,14 +3,7 @@
 // baseline build moves them 16 bytes at a time. `flatten` inlines the
 // portable template here under AVX2 or AVX-512F.
 #include "pack.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
-#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX2
-#define CONV_EXT_FLAT_AVX512
-#endif
+#include "isa.h"
 
 namespace conv_ext::cpu {
 namespace {

@@ -63,7 +63,7 @@ void window_backward_input(
     const at::Tensor& grad_output, const at::Tensor& weight, const ConvShape& s,
     at::Tensor& grad_input, Isa isa) {
   const GemmKernel<float> kernel = select_microkernel<float>(isa);
-  const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
+  const int64_t MR = kernel.mr, NR = kernel.nr;
   const PhaseTaps th = phase_taps(s.H, s.P, s.stride_h, s.dil_h, s.pad_h, s.R);
   const PhaseTaps tw = phase_taps(s.W, s.Q, s.stride_w, s.dil_w, s.pad_w, s.S);
   const int64_t Wg = tw.span, pitch = th.span * Wg;
@@ -147,20 +147,7 @@ void window_backward_input(
         // channels, packing them would cost as much as the products).
         for (int64_t t = 0; t < nt; ++t)
           wins[t] = planes_i + t / taps_per_k * plane_len + offs[ph][t] + j0;
-        for (int64_t pc = 0; pc < nt; pc += KC) {
-          const int64_t kc = std::min(KC, nt - pc);
-          for (int64_t jr = 0; jr < tile; jr += NR) {
-            for (int64_t ir = 0; ir < s.C; ir += MR) {
-              const int64_t mv = std::min(MR, s.C - ir);
-              // Rows past C repeat the last; cbuf has room for whole MR-row panels.
-              const float* arow[6];
-              for (int64_t m = 0; m < MR; ++m)
-                arow[m] = wt[ph].data() + (ir + std::min(m, mv - 1)) * nt + pc;
-              kernel.rows_fn(kc, arow, nullptr, wins.data() + pc, jr, cbuf + ir * tile + jr,
-                             tile, pc > 0);
-            }
-          }
-        }
+        window_gemm(kernel, wt[ph].data(), s.C, nt, wins.data(), tile, cbuf);
         // Frame pixels j0 .. j0 + tile - 1 of the phase: input (v / Wg * st_h
         // + a, v % Wg * st_w + b) where v % Wg is inside the phase's width.
         const int64_t J = th.extent[a] * Wg, j1 = std::min(J, j0 + tile), wide = tw.extent[b];

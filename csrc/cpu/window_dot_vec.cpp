@@ -1,13 +1,6 @@
 // AVX2 + FMA and AVX-512F builds of window_dot (window_dot.h).
 #include "window_dot.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
-#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX2
-#define CONV_EXT_FLAT_AVX512
-#endif
+#include "isa.h"
 
 namespace conv_ext::cpu {
 namespace {

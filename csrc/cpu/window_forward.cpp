@@ -20,11 +20,28 @@ constexpr int64_t kChunkBytes = int64_t(32) << 20;
 
 }  // namespace
 
+void window_gemm(
+    const GemmKernel<float>& kernel, const float* w, int64_t rows, int64_t taps,
+    const float* const* wins, int64_t tile, float* c) {
+  const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
+  for (int64_t pc = 0; pc < taps; pc += KC) {
+    const int64_t kc = std::min(KC, taps - pc);
+    for (int64_t jr = 0; jr < tile; jr += NR) {
+      for (int64_t ir = 0; ir < rows; ir += MR) {
+        const int64_t mv = std::min(MR, rows - ir);
+        const float* a[6];
+        for (int64_t m = 0; m < MR; ++m) a[m] = w + (ir + std::min(m, mv - 1)) * taps + pc;
+        kernel.rows_fn(kc, a, nullptr, wins + pc, jr, c + ir * tile + jr, tile, pc > 0);
+      }
+    }
+  }
+}
+
 void window_forward(
     const at::Tensor& input, const at::Tensor& weight, const float* bias, const ConvShape& s,
     at::Tensor& output, Isa isa) {
   const GemmKernel<float> kernel = select_microkernel<float>(isa);
-  const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
+  const int64_t MR = kernel.mr, NR = kernel.nr;
   const PhaseDim ph = phase_dim(s.P, s.stride_h, s.dil_h, s.pad_h, s.R);
   const PhaseDim pw = phase_dim(s.Q, s.stride_w, s.dil_w, s.pad_w, s.S);
   const int64_t Wp = pw.len, pitch = ph.len * Wp, phases = s.stride_h * s.stride_w;
@@ -74,20 +91,7 @@ void window_forward(
         const float* planes_i = xp.data() + i * planes * plane_len;
         // The micro-kernel reads each tap's window in place: a pointer per tap.
         for (int64_t t = 0; t < taps; ++t) wins[t] = planes_i + tap_off[t] + j0;
-        for (int64_t pc = 0; pc < taps; pc += KC) {
-          const int64_t kc = std::min(KC, taps - pc);
-          for (int64_t jr = 0; jr < tile; jr += NR) {
-            for (int64_t ir = 0; ir < s.K; ir += MR) {
-              const int64_t mv = std::min(MR, s.K - ir);
-              // Rows past K repeat the last; cbuf has room for whole MR-row panels.
-              const float* a[6];
-              for (int64_t m = 0; m < MR; ++m)
-                a[m] = w + (ir + std::min(m, mv - 1)) * taps + pc;
-              kernel.rows_fn(kc, a, nullptr, wins.data() + pc, jr, cbuf + ir * tile + jr, tile,
-                             pc > 0);
-            }
-          }
-        }
+        window_gemm(kernel, w, s.K, taps, wins.data(), tile, cbuf);
         // Frame pixels j0 .. j0 + tile - 1 that are output pixels (q < Q).
         const int64_t j1 = std::min(J, j0 + tile);
         for (int64_t k = 0; k < s.K; ++k) {

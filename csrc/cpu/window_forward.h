@@ -11,8 +11,17 @@
 
 #include "../conv_shape.h"
 #include "isa.h"
+#include "microkernel.h"
 
 namespace conv_ext::cpu {
+
+// c[rows x tile] = w[rows x taps] * windows, window t at wins[t] (tile
+// floats); w row-major with leading dimension taps, read in place by rows,
+// c with leading dimension tile and room for whole MR-row panels (rows past
+// `rows` repeat the last row and are junk).
+void window_gemm(
+    const GemmKernel<float>& kernel, const float* w, int64_t rows, int64_t taps,
+    const float* const* wins, int64_t tile, float* c);
 
 // output = conv(input, weight) + bias (bias: K floats or null); weight
 // contiguous, input rows unit-stride, output dense NCHW.

@@ -3,14 +3,7 @@
 // functions compiled for those targets, as direct_rows_vec.cpp does.
 #include "winograd.h"
 #include "winograd_transforms.h"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX2 __attribute__((target("avx2,fma"), flatten))
-#define CONV_EXT_FLAT_AVX512 __attribute__((target("avx512f"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX2
-#define CONV_EXT_FLAT_AVX512
-#endif
+#include "isa.h"
 
 // One instance of each transform per target.
 #define CONV_EXT_WINOGRAD_KERNELS(suffix, attr, lanes)                                  \
