@@ -6,7 +6,7 @@
 TORCH_SPEC ?= torch==2.13.0
 PY := $(shell python3 -c "import torch" >/dev/null 2>&1 && echo python3 || echo .venv/bin/python)
 PIP := $(PY) -m pip
-SOURCES := $(wildcard setup.py pyproject.toml csrc/*.* csrc/*/*.*)
+SOURCES := $(shell find setup.py pyproject.toml csrc -type f)
 STAMP := build/.installed-$(subst /,_,$(PY))
 
 .PHONY: install test demo bench clean

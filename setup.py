@@ -16,11 +16,15 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def sources(pattern):
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    """Files matching `pattern` under the repository root; `**` spans
+    subfolders, so csrc/cpu/ and csrc/cuda/ can hold one folder per
+    algorithm."""
+    return sorted(
+        os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
 
 
 def with_cuda():
-    cuda_sources = sources("csrc/cuda/*.cu")
+    cuda_sources = sources("csrc/cuda/**/*.cu")
     if not cuda_sources:
         return False
     if os.environ.get("FORCE_CUDA", "0") == "1":
@@ -29,7 +33,7 @@ def with_cuda():
 
 
 def extension():
-    cpp = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+    cpp = sources("csrc/*.cpp") + sources("csrc/cpu/**/*.cpp")
     # No -std flag: torch's BuildExtension adds the standard its headers need
     # (C++20 for current torch), for g++ and nvcc alike.
     cxx = ["-O3", "-fopenmp"]
@@ -37,7 +41,7 @@ def extension():
     if with_cuda():
         return CUDAExtension(
             "conv_ext._C",
-            cpp + sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu"),
+            cpp + sources("csrc/cuda/**/*.cpp") + sources("csrc/cuda/**/*.cu"),
             extra_compile_args={
                 "cxx": cxx + ["-DCONV_EXT_WITH_CUDA"],
                 "nvcc": ["-O3", "-lineinfo"],
