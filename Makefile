@@ -1,6 +1,9 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   builds conv_ext and runs the demos into ./demo-output
 #   make test   builds conv_ext and runs the test suite
+# and one for a machine with a GPU (a dry run without one):
+#   make gpu-check   builds, tests, sanitizes and benchmarks the CUDA side
+#                    (scripts/gpu_check.sh; results in $OUT, default ./gpu-check-output)
 # If the active Python already has torch, it is used as it is; otherwise a
 # virtual environment .venv gets the CPU build of $(TORCH_SPEC).
 TORCH_SPEC ?= torch==2.13.0
@@ -9,7 +12,7 @@ PIP := $(PY) -m pip
 SOURCES := $(shell find setup.py pyproject.toml csrc -type f)
 STAMP := build/.installed-$(subst /,_,$(PY))
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 $(STAMP): $(SOURCES)
 	@if [ "$(PY)" = ".venv/bin/python" ] && [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
@@ -30,5 +33,10 @@ demo: install
 bench: install
 	$(PY) -m benchmarks --device cpu --markdown bench-output/cpu.md --json bench-output/cpu.json --plot bench-output/cpu.png
 
+# Builds on its own (offline, editable, for sm_90), so it does not depend on
+# install, which may reach for a package registry.
+gpu-check:
+	PYTHON=$(PY) bash scripts/gpu_check.sh
+
 clean:
-	rm -rf build conv_ext/*.so demo-output bench-output
+	rm -rf build conv_ext/*.so demo-output bench-output gpu-check-output

@@ -5,17 +5,26 @@
 # that all four ops have CUDA kernels.
 #
 #   bash .ci/build_cuda.sh
+#   CUDA_TORCH_VERSION=2.11.0 bash .ci/build_cuda.sh   # against another torch
 #
 # Uses .venv-cuda/ in the repository root (created on first use, kept for
-# later runs). The sources are copied to .venv-cuda/src/ and built there, so
-# this build never shares build/ with the CPU development build; ninja
-# recompiles only what changed since the last run.
+# later runs); another CUDA_TORCH_VERSION than the default gets its own
+# .venv-cuda-<version>/, so that checking against the torch of a GPU
+# machine (make gpu-check builds against whatever torch is there) does not
+# replace the default one. The sources are copied to the venv's src/ and
+# built there, so this build never shares build/ with the CPU development
+# build; ninja recompiles only what changed since the last run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv-cuda"
+DEFAULT_TORCH_VERSION="2.14.1"
+TORCH_VERSION="${CUDA_TORCH_VERSION:-$DEFAULT_TORCH_VERSION}"
+if [ "$TORCH_VERSION" = "$DEFAULT_TORCH_VERSION" ]; then
+  VENV="$ROOT/.venv-cuda"
+else
+  VENV="$ROOT/.venv-cuda-$TORCH_VERSION"
+fi
 SRC="$VENV/src"
-TORCH_VERSION="2.14.1"
 PYTHON="${PYTHON:-python3}"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 

@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# make gpu-check: the whole GPU proof of csrc/cuda/ in one run of under 9
+# minutes on one H100/H200 machine (16 cores, python3 with a CUDA build of
+# torch, nvcc, no package registry):
+#
+#   1. machine    card, driver, torch and CUDA versions, nvcc, ninja, and
+#                 whether compute-sanitizer can use the device (a probe run)
+#   2. build      pip install --no-build-isolation --no-deps -e . offline,
+#                 TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=$(nproc), FORCE_CUDA=1;
+#                 ninja's log gives the compile time of every translation
+#                 unit (build-times.txt), then every op must have a CUDA kernel
+#   3. tests      pytest -m "cuda and not fuzz": tests/test_cuda.py (gradcheck,
+#                 gradgradcheck, the 4-dtype sweep against F.conv2d, CPU vs
+#                 CUDA, opcheck, torch.compile also with reduce-overhead,
+#                 channels_last, batch 0, >2^31 elements, determinism) and the
+#                 cuda cases of every device-parametrized test (conftest marks
+#                 them `cuda`); "not fuzz" because a command-line -m replaces
+#                 the default "-m 'not fuzz'" of pyproject.toml. Failures are
+#                 listed, not stopped at; each test has a time limit
+#                 (CONV_EXT_TEST_TIMEOUT, tests/conftest.py); JUnit XML.
+#   4. sanitizer  compute-sanitizer memcheck, synccheck and racecheck on
+#                 tests/sanitizer_subset.py, run beside stage 3 (both only
+#                 check results; neither is timed). "not available on this
+#                 machine" where the tool refuses the device, which is not a
+#                 pass.
+#   5. benchmark  python -m benchmarks --device cuda for float32, tf32 and
+#                 bfloat16 on the public suite: first forward and
+#                 forward_backward for each dtype, then the three single
+#                 backward passes while time is left. One JSON, one Markdown.
+#
+#   make gpu-check                       # or: bash scripts/gpu_check.sh
+#   OUT=results make gpu-check           # OUT: the folder to write results to
+#                                        # (default ./gpu-check-output)
+#
+# Without a CUDA device (torch.cuda.is_available() False, e.g. CPU CI or
+# CUDA_VISIBLE_DEVICES=) it is a dry run: stage 1 reports the machine, every
+# GPU stage reports "skipped: no CUDA device", nothing is built, exit 0.
+# Exit status 1 where a stage FAILED; "not available" alone does not fail.
+#
+# OUT receives at most 7 files, no folders: summary.md (the table printed
+# last), gpu-check.log (this script's own log), build-times.txt,
+# junit-cuda.xml, bench-cuda.json, bench-cuda.md, and logs.tar.gz holding
+# every stage's full output.
+#
+# Time boxes (seconds of wall time; each stage runs under `timeout`, SIGINT
+# first so pytest still writes its report, SIGKILL 10 s later). They sum to
+# under 540 s, so one 10-minute command holds the run with a minute to
+# spare, and each box is also cut to the time left of GPU_CHECK_BUDGET=540.
+#   machine     40  versions: a few seconds; the compute-sanitizer probe
+#                   starts python3 under the tool (under 20 s).
+#   build      200  measured here: the CUDA build of this tree (34 units: 29
+#                   .cpp, 5 .cu) with MAX_JOBS=2 on 2 shared cores took
+#                   SEE_MEASURED. At 16 jobs the wall is bounded below by the
+#                   slowest unit and by sum/16; BUILD_ARITHMETIC. More units
+#                   (tensor-core kernels being added) raise the sum, not the
+#                   slowest, hence the margin.
+#   tests      180  221 tests selected. Expected on the GPU: TESTS_ARITHMETIC.
+#                   With pytest-xdist (on the GPU machine's image) 4 workers,
+#                   else one process. Per-test limit 120 s.
+#   sanitizer  (in the 180 s of the tests) memcheck 55 s, synccheck 45 s,
+#                   racecheck the rest: 20 convolutions x 4 passes, every
+#                   kernel variant; racecheck and synccheck instrument only
+#                   conv_ext's kernels (--kernel-name kns=conv_ext), since
+#                   racecheck slows each instrumented kernel 10-1000x and
+#                   cuDNN's are not ours.
+#   benchmark  the rest (about 110 s): per dtype one run of forward and
+#                   forward_backward on the 15 shapes (30 verified, timed
+#                   pairs of 0.05-0.8 s each, ~25 s with the limits measured),
+#                   then the single backward passes while 40 s are left.
+#   summary     10
+#
+# Environment: PYTHON (default python3), OUT, GPU_CHECK_BUDGET (540),
+# GPU_CHECK_JOBS (pytest-xdist workers, default 4; 0 for one process).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+OUT="${OUT:-$ROOT/gpu-check-output}"
+BUDGET="${GPU_CHECK_BUDGET:-540}"
+JOBS="${GPU_CHECK_JOBS:-4}"
+MACHINE_BOX=40
+BUILD_BOX=200
+TEST_BOX=180
+MEMCHECK_BOX=55
+SYNCCHECK_BOX=45
+SUMMARY_RESERVE=10
+BENCH_MIN_START=40     # no benchmark run starts with less left than this
+TEST_TIMEOUT=120       # per test
+
+mkdir -p "$OUT" || { echo "gpu-check: cannot create OUT=$OUT" >&2; exit 2; }
+OUT="$(cd "$OUT" && pwd)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
+LOGS="$WORK/logs"
+mkdir -p "$LOGS"
+LOG="$OUT/gpu-check.log"
+: >"$LOG"
+START=$SECONDS
+
+say() { printf '[%4ds] %s\n' "$((SECONDS - START))" "$*" | tee -a "$LOG"; }
+left() { echo $((BUDGET - (SECONDS - START))); }
+# box WANTED RESERVE: WANTED seconds, cut to what is left of the budget after
+# RESERVE seconds kept for the stages that follow; at least 1.
+box() {
+  local t=$(( $(left) - $2 ))
+  (( t > $1 )) && t=$1
+  (( t < 1 )) && t=1
+  echo "$t"
+}
+# run_boxed SIGNAL SECONDS LOGFILE CMD...: CMD under `timeout`, output to
+# LOGFILE; SIGNAL when the box runs out (INT lets pytest write its report;
+# jobs started with & ignore INT, so they get TERM), KILL 10 s later.
+# Returns CMD's status: 124 when the box ran out, 137 when killed.
+run_boxed() {
+  local sig=$1 secs=$2 logfile=$3
+  shift 3
+  timeout -s "$sig" -k 10 "$secs" "$@" >>"$logfile" 2>&1
+}
+
+# The summary rows: name, status, seconds, detail.
+ROWS=()
+row() { ROWS+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"); say "$1: $2 ($3 s) $4"; }
+FAILED=0
+failed() { FAILED=1; }
+
+# ------------------------------------------------------------ 1. machine
+t0=$SECONDS
+M="$LOGS/machine.txt"
+CUDA_OK=0
+NO_CUDA_WHY=""
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (working tree differs)')"
+  echo "host: $(uname -srm), $(nproc) cores"
+  if command -v nvidia-smi >/dev/null; then
+    echo "nvidia-smi: $(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | head -4 | tr '\n' ';')"
+  else
+    echo "nvidia-smi: not found"
+  fi
+  echo "python: $(command -v "$PY") $("$PY" --version 2>&1)"
+  # One python3 start (importing torch takes seconds): versions, the device,
+  # and "cuda: yes|no" for this script.
+  timeout 60 "$PY" - <<'PYEOF' 2>&1 || echo "torch: not importable by $PY"
+import torch
+print("torch:", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"device: {p.name}, compute capability {p.major}.{p.minor}, {p.multi_processor_count} SMs, "
+          f"{p.total_memory / 2**30:.0f} GiB")
+    print("cuda: yes")
+else:
+    print("device: none (torch.cuda.is_available() is False)")
+    print("cuda: no")
+PYEOF
+  NVCC="$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")"
+  echo "nvcc: $([ -x "$NVCC" ] && "$NVCC" --version | tail -1 || echo 'not found')"
+  echo "ninja: $(ninja --version 2>/dev/null || echo 'not found (the build would compile one file at a time)')"
+  echo "pytest-xdist: $("$PY" -c 'import xdist; print(xdist.__version__)' 2>/dev/null || echo 'not installed (tests in one process)')"
+} >"$M" 2>&1
+if grep -qx 'cuda: yes' "$M"; then
+  CUDA_OK=1
+elif grep -qx 'cuda: no' "$M"; then
+  NO_CUDA_WHY="no CUDA device"
+else
+  NO_CUDA_WHY="no CUDA device (torch not importable by $PY)"
+fi
+sed -i '/^cuda: /d' "$M"
+
+SANITIZER="$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")"
+SANITIZER_OK=0
+SANITIZER_WHY="compute-sanitizer not found"
+if (( CUDA_OK )) && [ -x "$SANITIZER" ]; then
+  # A probe: one allocation and one kernel of torch's, under memcheck. Some
+  # virtualized runtimes refuse the device ("Device not supported").
+  if timeout 30 "$SANITIZER" --tool memcheck --error-exitcode 1 "$PY" -c \
+      "import torch; x = torch.ones(8, device='cuda'); x.add_(1); torch.cuda.synchronize()" \
+      >"$LOGS/sanitizer-probe.log" 2>&1; then
+    SANITIZER_OK=1
+    SANITIZER_WHY=""
+  else
+    status=$?
+    SANITIZER_WHY="$(grep -m1 -iE 'not supported|error|fail' "$LOGS/sanitizer-probe.log" | sed 's/^=* *//' | cut -c1-120)"
+    [ -n "$SANITIZER_WHY" ] || SANITIZER_WHY="the probe run failed (exit status $status; sanitizer-probe.log)"
+  fi
+fi
+if (( SANITIZER_OK )); then
+  echo "compute-sanitizer: $SANITIZER can use the device" >>"$M"
+elif (( CUDA_OK )); then
+  echo "compute-sanitizer: cannot use the device: $SANITIZER_WHY" >>"$M"
+else
+  echo "compute-sanitizer: not probed ($NO_CUDA_WHY)" >>"$M"
+fi
+cat "$M" >>"$LOG"
+cat "$M"
+if (( CUDA_OK )); then
+  row machine ok $((SECONDS - t0)) "$(grep -m1 '^device:' "$M" | cut -c9-)"
+else
+  row machine ok $((SECONDS - t0)) "$NO_CUDA_WHY; $(grep -m1 '^torch:' "$M")"
+fi
+
+# ------------------------------------------------------------ 2. build
+BUILT=0
+if (( ! CUDA_OK )); then
+  row build "skipped: $NO_CUDA_WHY" 0 ""
+else
+  t0=$SECONDS
+  # torch's BuildExtension runs `ninja` from PATH in a temporary folder that
+  # an editable install deletes; this stand-in runs the real ninja and keeps
+  # its log, which holds every unit's start and end.
+  mkdir -p "$WORK/bin"
+  REAL_NINJA="$(command -v ninja || true)"
+  cat >"$WORK/bin/ninja" <<EOF
+#!/usr/bin/env bash
+"$REAL_NINJA" "\$@"; status=\$?
+[ -f .ninja_log ] && cp .ninja_log "$WORK/ninja_log"
+exit \$status
+EOF
+  chmod +x "$WORK/bin/ninja"
+  [ -n "$REAL_NINJA" ] || rm -f "$WORK/bin/ninja"
+  B="$LOGS/build.log"
+  secs=$(box $BUILD_BOX $((TEST_BOX + 2 * BENCH_MIN_START + SUMMARY_RESERVE)))
+  say "build: pip install -e . (MAX_JOBS=$(nproc), time box $secs s)"
+  PATH="$WORK/bin:$PATH" TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$(nproc)" FORCE_CUDA=1 \
+    PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    run_boxed INT "$secs" "$B" "$PY" -m pip install -v --no-build-isolation --no-deps -e .
+  status=$?
+  detail=""
+  if [ -f "$WORK/ninja_log" ]; then
+    detail="$("$PY" scripts/gpu_check_report.py ninja "$WORK/ninja_log" "$OUT/build-times.txt" 2>&1 | head -1)"
+  fi
+  if (( status == 0 )); then
+    # The installed package, imported from outside the tree: every op must
+    # have a CUDA kernel.
+    (cd "$WORK" && timeout 60 "$PY" - >>"$B" 2>&1 <<'PYEOF')
+import torch
+import conv_ext
+ops = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
+       "conv2d_forward_activation", "activation_backward"]
+missing = [op for op in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(f"conv_ext::{op}", "CUDA")]
+assert not missing, f"no CUDA kernel for {missing}"
+print("CUDA kernels registered for", ", ".join(ops), "from", conv_ext.__file__)
+PYEOF
+    status=$?
+    (( status == 0 )) || detail="no CUDA kernel for some op (see build.log); $detail"
+  fi
+  if (( status == 0 )); then
+    BUILT=1
+    row build ok $((SECONDS - t0)) "$detail"
+  else
+    failed
+    (( status == 124 )) && detail="timed out after $secs s; $detail"
+    row build FAILED $((SECONDS - t0)) "$detail"
+    grep -m5 -E 'error|Error' "$B" | cut -c1-200 | tee -a "$LOG"
+  fi
+fi
+
+# ------------------------------------------- 3. tests and 4. sanitizer
+# The sanitizer runs in the background while the tests run; it writes its
+# rows to a file, read back after both end.
+sanitize() {
+  local tool=$1 secs=$2 logfile="$LOGS/sanitizer-$1.log" t0=$SECONDS status extra=()
+  [ "$tool" = memcheck ] || extra=(--kernel-name kns=conv_ext)
+  # memcheck: no caching allocator, so that every tensor is its own
+  # allocation and a read past its end is out of bounds, not in the pool.
+  PYTORCH_NO_CUDA_MEMORY_CACHING=$([ "$tool" = memcheck ] && echo 1 || echo 0) \
+    run_boxed TERM "$secs" "$logfile" "$SANITIZER" --tool "$tool" --error-exitcode 1 "${extra[@]}" \
+    "$PY" tests/sanitizer_subset.py
+  status=$?
+  local summary
+  summary="$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|sanitizer subset:' "$logfile" | sed 's/^=* *//' | tr '\n' ' ')"
+  if grep -qi 'device not supported' "$logfile"; then
+    printf 'sanitizer %s\tnot available on this machine\t%s\t%s\n' "$tool" $((SECONDS - t0)) "Device not supported"
+  elif (( status == 0 )); then
+    printf 'sanitizer %s\tok\t%s\t%s\n' "$tool" $((SECONDS - t0)) "$summary"
+  elif (( status == 124 || status == 137 )); then
+    printf 'sanitizer %s\tFAILED\t%s\t%s\n' "$tool" $((SECONDS - t0)) "timed out after $secs s; $summary"
+  else
+    printf 'sanitizer %s\tFAILED\t%s\t%s\n' "$tool" $((SECONDS - t0)) "exit status $status; $summary"
+  fi
+}
+
+TOOLS=(memcheck synccheck racecheck)
+if (( ! BUILT )); then
+  why=$([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build failed")
+  row tests "skipped: $why" 0 ""
+  for tool in "${TOOLS[@]}"; do row "sanitizer $tool" "skipped: $why" 0 ""; done
+else
+  window=$(box $TEST_BOX $((BENCH_MIN_START + SUMMARY_RESERVE)))
+  SAN_ROWS="$WORK/sanitizer.rows"
+  : >"$SAN_ROWS"
+  if (( SANITIZER_OK )); then
+    (
+      end=$((SECONDS + window))
+      sanitize memcheck $(( MEMCHECK_BOX < window ? MEMCHECK_BOX : window ))
+      s=$((end - SECONDS)); (( s > SYNCCHECK_BOX )) && s=$SYNCCHECK_BOX; (( s < 1 )) && s=1
+      sanitize synccheck $s
+      s=$((end - SECONDS)); (( s < 1 )) && s=1
+      sanitize racecheck $s
+    ) >>"$SAN_ROWS" 2>>"$LOG" &
+    SAN_PID=$!
+    say "sanitizer: memcheck, synccheck, racecheck in the background (window $window s)"
+  else
+    for tool in "${TOOLS[@]}"; do
+      printf 'sanitizer %s\tnot available on this machine\t0\t%s\n' "$tool" "$SANITIZER_WHY" >>"$SAN_ROWS"
+    done
+    SAN_PID=""
+  fi
+
+  t0=$SECONDS
+  T="$LOGS/tests.log"
+  xdist=()
+  if (( JOBS > 0 )) && "$PY" -c "import xdist" >/dev/null 2>&1; then
+    # Each worker gets its share of the cores for the CPU references.
+    xdist=(-n "$JOBS")
+    export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
+  fi
+  say "tests: pytest -m 'cuda and not fuzz' ${xdist[*]} (time box $window s, $TEST_TIMEOUT s per test)"
+  CONV_EXT_TEST_TIMEOUT=$TEST_TIMEOUT PYTHONUNBUFFERED=1 \
+    run_boxed INT "$window" "$T" "$PY" -m pytest -m "cuda and not fuzz" -p no:cacheprovider -q -rfEs \
+    --durations=25 --junitxml="$OUT/junit-cuda.xml" "${xdist[@]}"
+  status=$?
+  unset OMP_NUM_THREADS
+  "$PY" scripts/gpu_check_report.py junit "$OUT/junit-cuda.xml" >"$WORK/junit.txt" 2>&1
+  counted=$?
+  detail="$(head -1 "$WORK/junit.txt")"
+  (( status == 124 || status == 137 )) && detail="timed out after $window s; $detail"
+  if (( status == 0 && counted == 0 )); then
+    row tests ok $((SECONDS - t0)) "$detail"
+  else
+    failed
+    (( status == 0 )) || detail="$detail (pytest exit status $status)"
+    row tests FAILED $((SECONDS - t0)) "$detail"
+    tail -n +2 "$WORK/junit.txt" | head -40 | tee -a "$LOG"
+  fi
+
+  [ -n "$SAN_PID" ] && wait "$SAN_PID"
+  while IFS=$'\t' read -r name status secs detail; do
+    [ "$status" = FAILED ] && failed
+    row "$name" "$status" "$secs" "$detail"
+  done <"$SAN_ROWS"
+fi
+
+# ------------------------------------------------------------ 5. benchmark
+if (( ! BUILT )); then
+  row benchmark "skipped: $([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build failed")" 0 ""
+else
+  t0=$SECONDS
+  DTYPES=(float32 tf32 bfloat16)
+  RUNS=()
+  notes=""
+  bench_round() {  # bench_round TAG PASS...: one run per dtype, each a share of the time left
+    local tag=$1 i n=${#DTYPES[@]} secs json
+    shift
+    for i in "${!DTYPES[@]}"; do
+      local dt=${DTYPES[$i]}
+      secs=$(( ($(left) - SUMMARY_RESERVE) / (n - i) ))
+      if (( secs < BENCH_MIN_START )); then
+        notes+=" $dt $tag: no time left;"
+        continue
+      fi
+      json="$WORK/bench-$dt-$tag.json"
+      say "benchmark: $dt $* (time box $secs s)"
+      run_boxed INT "$secs" "$LOGS/bench-$dt-$tag.log" "$PY" -m benchmarks --device cuda --dtype "$dt" \
+        --passes "$@" --no-progress --json "$json" --markdown "$WORK/bench-$dt-$tag.md"
+      local status=$?
+      (( status == 124 || status == 137 )) && notes+=" $dt $tag: timed out after $secs s;"
+      RUNS+=("$json")
+    done
+  }
+  bench_round headline forward forward_backward
+  bench_round backward backward_input backward_weight backward_bias
+  detail="$("$PY" scripts/gpu_check_report.py bench "$OUT/bench-cuda.json" "$OUT/bench-cuda.md" "${RUNS[@]}" 2>&1 | tail -1)"
+  status=$?
+  if (( status == 0 )) && [ -z "$notes" ]; then
+    row benchmark ok $((SECONDS - t0)) "$detail"
+  elif (( status == 0 )); then
+    row benchmark "ok (partial)" $((SECONDS - t0)) "$detail;$notes"
+  else
+    failed
+    row benchmark FAILED $((SECONDS - t0)) "$detail;$notes"
+  fi
+fi
+
+# ------------------------------------------------------------ summary
+{
+  echo "## make gpu-check: summary"
+  echo
+  grep -E '^(date|commit|nvidia-smi|torch|device|nvcc):' "$LOGS/machine.txt" | sed 's/^/    /'
+  echo
+  echo "| stage | status | seconds | detail |"
+  echo "|---|---|---|---|"
+  for r in "${ROWS[@]}"; do
+    IFS=$'\t' read -r name status secs detail <<<"$r"
+    echo "| $name | $status | $secs | ${detail//|//} |"
+  done
+  echo
+  echo "total $((SECONDS - START)) s of the $BUDGET s budget; exit status $FAILED"
+} >"$OUT/summary.md"
+cp "$LOG" "$LOGS/gpu-check.log"
+tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs $(cd "$WORK" && ls bench-*.json bench-*.md ninja_log 2>/dev/null) 2>/dev/null
+rm -rf "$WORK"
+echo
+cat "$OUT/summary.md"
+exit $FAILED
