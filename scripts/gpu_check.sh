@@ -70,7 +70,8 @@
 #   summary     10
 #
 # Environment: PYTHON (default python3), OUT, GPU_CHECK_BUDGET (540),
-# GPU_CHECK_JOBS (pytest-xdist workers, default 4; 0 for one process).
+# GPU_CHECK_JOBS (pytest-xdist workers, default 4; 0 for one process),
+# GPU_CHECK_SKIP (stages to leave out: tests, sanitizer, benchmark).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -122,6 +123,12 @@ ROWS=()
 row() { ROWS+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"); say "$1: $2 ($3 s) $4"; }
 FAILED=0
 failed() { FAILED=1; }
+
+# GPU_CHECK_SKIP="tests sanitizer benchmark" (any of them): stages left out,
+# e.g. for a second run after a fix; with the benchmark left out, the tests
+# and the sanitizer get all the time left.
+SKIP=" ${GPU_CHECK_SKIP:-} "
+skipping() { [[ "$SKIP" == *" $1 "* ]]; }
 
 # ------------------------------------------------------------ 1. machine
 t0=$SECONDS
@@ -248,11 +255,17 @@ PYEOF
     row build ok $((SECONDS - t0)) "$detail"
   else
     failed
-    (( status == 124 )) && detail="timed out after $secs s; $detail"
+    if (( status == 124 || status == 137 )); then
+      detail="timed out after $secs s; $detail"
+    else
+      detail="exit status $status; $detail"
+    fi
     row build FAILED $((SECONDS - t0)) "$detail"
     grep -m5 -E 'error|Error' "$B" | cut -c1-200 | tee -a "$LOG"
   fi
 fi
+
+WHY_NOT_BUILT=$([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build failed")
 
 # ------------------------------------------- 3. tests and 4. sanitizer
 # The sanitizer runs in the background while the tests run; it writes its
@@ -281,14 +294,20 @@ sanitize() {
 
 TOOLS=(memcheck synccheck racecheck)
 if (( ! BUILT )); then
-  why=$([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build failed")
-  row tests "skipped: $why" 0 ""
-  for tool in "${TOOLS[@]}"; do row "sanitizer $tool" "skipped: $why" 0 ""; done
+  row tests "skipped: $WHY_NOT_BUILT" 0 ""
+  for tool in "${TOOLS[@]}"; do row "sanitizer $tool" "skipped: $WHY_NOT_BUILT" 0 ""; done
 else
-  window=$(box $TEST_BOX $((BENCH_MIN_START + SUMMARY_RESERVE)))
+  if skipping benchmark; then
+    window=$(box $(( $(left) )) $SUMMARY_RESERVE)
+  else
+    window=$(box $TEST_BOX $((BENCH_MIN_START + SUMMARY_RESERVE)))
+  fi
   SAN_ROWS="$WORK/sanitizer.rows"
   : >"$SAN_ROWS"
-  if (( SANITIZER_OK )); then
+  SAN_PID=""
+  if skipping sanitizer; then
+    for tool in "${TOOLS[@]}"; do printf 'sanitizer %s\tskipped: GPU_CHECK_SKIP\t0\t\n' "$tool" >>"$SAN_ROWS"; done
+  elif (( SANITIZER_OK )); then
     (
       end=$((SECONDS + window))
       sanitize memcheck $(( MEMCHECK_BOX < window ? MEMCHECK_BOX : window ))
@@ -303,34 +322,37 @@ else
     for tool in "${TOOLS[@]}"; do
       printf 'sanitizer %s\tnot available on this machine\t0\t%s\n' "$tool" "$SANITIZER_WHY" >>"$SAN_ROWS"
     done
-    SAN_PID=""
   fi
 
-  t0=$SECONDS
-  T="$LOGS/tests.log"
-  xdist=()
-  if (( JOBS > 0 )) && "$PY" -c "import xdist" >/dev/null 2>&1; then
-    # Each worker gets its share of the cores for the CPU references.
-    xdist=(-n "$JOBS")
-    export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
-  fi
-  say "tests: pytest -m 'cuda and not fuzz' ${xdist[*]} (time box $window s, $TEST_TIMEOUT s per test)"
-  CONV_EXT_TEST_TIMEOUT=$TEST_TIMEOUT PYTHONUNBUFFERED=1 \
-    run_boxed INT "$window" "$T" "$PY" -m pytest -m "cuda and not fuzz" -p no:cacheprovider -q -rfEs \
-    --durations=25 --junitxml="$OUT/junit-cuda.xml" "${xdist[@]}"
-  status=$?
-  unset OMP_NUM_THREADS
-  "$PY" scripts/gpu_check_report.py junit "$OUT/junit-cuda.xml" >"$WORK/junit.txt" 2>&1
-  counted=$?
-  detail="$(head -1 "$WORK/junit.txt")"
-  (( status == 124 || status == 137 )) && detail="timed out after $window s; $detail"
-  if (( status == 0 && counted == 0 )); then
-    row tests ok $((SECONDS - t0)) "$detail"
+  if skipping tests; then
+    row tests "skipped: GPU_CHECK_SKIP" 0 ""
   else
-    failed
-    (( status == 0 )) || detail="$detail (pytest exit status $status)"
-    row tests FAILED $((SECONDS - t0)) "$detail"
-    tail -n +2 "$WORK/junit.txt" | head -40 | tee -a "$LOG"
+    t0=$SECONDS
+    T="$LOGS/tests.log"
+    xdist=()
+    if (( JOBS > 0 )) && "$PY" -c "import xdist" >/dev/null 2>&1; then
+      # Each worker gets its share of the cores for the CPU references.
+      xdist=(-n "$JOBS")
+      export OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))
+    fi
+    say "tests: pytest -m 'cuda and not fuzz' ${xdist[*]} (time box $window s, $TEST_TIMEOUT s per test)"
+    CONV_EXT_TEST_TIMEOUT=$TEST_TIMEOUT PYTHONUNBUFFERED=1 \
+      run_boxed INT "$window" "$T" "$PY" -m pytest -m "cuda and not fuzz" -p no:cacheprovider -v -rfEs \
+      --durations=25 --junitxml="$OUT/junit-cuda.xml" "${xdist[@]}"
+    status=$?
+    unset OMP_NUM_THREADS
+    "$PY" scripts/gpu_check_report.py junit "$OUT/junit-cuda.xml" "$T" >"$WORK/junit.txt" 2>&1
+    counted=$?
+    detail="$(head -1 "$WORK/junit.txt")"
+    (( status == 124 || status == 137 )) && detail="timed out after $window s; $detail"
+    if (( status == 0 && counted == 0 )); then
+      row tests ok $((SECONDS - t0)) "$detail"
+    else
+      failed
+      (( status == 0 )) || detail="$detail (pytest exit status $status)"
+      row tests FAILED $((SECONDS - t0)) "$detail"
+      tail -n +2 "$WORK/junit.txt" | head -40 | tee -a "$LOG"
+    fi
   fi
 
   [ -n "$SAN_PID" ] && wait "$SAN_PID"
@@ -342,12 +364,15 @@ fi
 
 # ------------------------------------------------------------ 5. benchmark
 if (( ! BUILT )); then
-  row benchmark "skipped: $([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build failed")" 0 ""
+  row benchmark "skipped: $WHY_NOT_BUILT" 0 ""
+elif skipping benchmark; then
+  row benchmark "skipped: GPU_CHECK_SKIP" 0 ""
 else
   t0=$SECONDS
   DTYPES=(float32 tf32 bfloat16)
   RUNS=()
   notes=""
+  crashed=0
   bench_round() {  # bench_round TAG PASS...: one run per dtype, each a share of the time left
     local tag=$1 i n=${#DTYPES[@]} secs json
     shift
@@ -363,7 +388,12 @@ else
       run_boxed INT "$secs" "$LOGS/bench-$dt-$tag.log" "$PY" -m benchmarks --device cuda --dtype "$dt" \
         --passes "$@" --no-progress --json "$json" --markdown "$WORK/bench-$dt-$tag.md"
       local status=$?
-      (( status == 124 || status == 137 )) && notes+=" $dt $tag: timed out after $secs s;"
+      if (( status == 124 || status == 137 )); then
+        notes+=" $dt $tag: timed out after $secs s;"
+      elif [ ! -f "$json" ]; then
+        notes+=" $dt $tag: exit status $status, no results;"
+        crashed=1
+      fi
       RUNS+=("$json")
     done
   }
@@ -371,6 +401,7 @@ else
   bench_round backward backward_input backward_weight backward_bias
   detail="$("$PY" scripts/gpu_check_report.py bench "$OUT/bench-cuda.json" "$OUT/bench-cuda.md" "${RUNS[@]}" 2>&1 | tail -1)"
   status=$?
+  (( crashed )) && status=1
   if (( status == 0 )) && [ -z "$notes" ]; then
     row benchmark ok $((SECONDS - t0)) "$detail"
   elif (( status == 0 )); then

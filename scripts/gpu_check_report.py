@@ -2,7 +2,7 @@
 the one-line detail of the summary table (and a file of the full numbers).
 
     python3 scripts/gpu_check_report.py ninja NINJA_LOG OUT_TXT
-    python3 scripts/gpu_check_report.py junit JUNIT_XML
+    python3 scripts/gpu_check_report.py junit JUNIT_XML [PYTEST_LOG]
     python3 scripts/gpu_check_report.py bench OUT_JSON OUT_MD RUN_JSON...
 
 Each prints the detail on its first line; `junit` then lists the failed
@@ -53,13 +53,20 @@ def short(path):
     return path[i:] if i >= 0 else os.path.basename(path)
 
 
-def junit(xml_path):
-    """Counts and failed tests from pytest's JUnit XML."""
+OUTCOMES = {"PASSED": "passed", "FAILED": "failed", "ERROR": "errors", "SKIPPED": "skipped"}
+
+
+def junit(xml_path, log_path=None):
+    """Counts and failed tests from pytest's JUnit XML; where a run was
+    killed before pytest wrote it, from the `pytest -v` log, which names each
+    test as it ends."""
     try:
         root = ET.parse(xml_path).getroot()
     except (OSError, ET.ParseError) as exc:
-        print(f"no test report ({type(exc).__name__})")
-        return 1
+        if log_path is None or not os.path.exists(log_path):
+            print(f"no test report ({type(exc).__name__})")
+            return 1
+        return from_log(log_path)
     counts = dict(passed=0, failed=0, errors=0, skipped=0)
     failed = []
     for case in root.iter("testcase"):
@@ -76,6 +83,29 @@ def junit(xml_path):
         counts[outcome] += 1
     ran = counts["passed"] + counts["failed"] + counts["errors"]
     print(", ".join(f"{v} {k}" for k, v in counts.items() if v or k in ("passed", "failed")))
+    for line in failed:
+        print(line)
+    return 1 if failed or ran == 0 else 0
+
+
+def from_log(log_path):
+    """Counts from `pytest -v` lines ("path::test PASSED" or, under
+    pytest-xdist, "[gw0] [ 5%] PASSED path::test")."""
+    counts = dict(passed=0, failed=0, errors=0, skipped=0)
+    failed = []
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            words = line.split()
+            node = next((w for w in words if "::" in w), None)
+            outcome = next((OUTCOMES[w] for w in words if w in OUTCOMES), None)
+            if node is None or outcome is None or line.startswith(("FAILED ", "ERROR ")):
+                continue  # the short summary at the end repeats the failures
+            counts[outcome] += 1
+            if outcome in ("failed", "errors"):
+                failed.append(f"{'FAILURE' if outcome == 'failed' else 'ERROR'} {node}")
+    ran = counts["passed"] + counts["failed"] + counts["errors"]
+    print("no JUnit report; from the log: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k in (
+        "passed", "failed")))
     for line in failed:
         print(line)
     return 1 if failed or ran == 0 else 0
@@ -111,8 +141,8 @@ def bench(out_json, out_md, run_paths):
 def main(argv):
     if len(argv) >= 3 and argv[0] == "ninja":
         return ninja(argv[1], argv[2])
-    if len(argv) == 2 and argv[0] == "junit":
-        return junit(argv[1])
+    if len(argv) in (2, 3) and argv[0] == "junit":
+        return junit(*argv[1:])
     if len(argv) >= 3 and argv[0] == "bench":
         return bench(argv[1], argv[2], argv[3:])
     print(__doc__, file=sys.stderr)
