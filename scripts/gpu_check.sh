@@ -83,8 +83,6 @@ JOBS="${GPU_CHECK_JOBS:-4}"
 MACHINE_BOX=40
 BUILD_BOX=200
 TEST_BOX=180
-MEMCHECK_BOX=55
-SYNCCHECK_BOX=45
 SUMMARY_RESERVE=10
 BENCH_MIN_START=40     # no benchmark run starts with less left than this
 TEST_TIMEOUT=120       # per test
@@ -302,27 +300,20 @@ else
   else
     window=$(box $TEST_BOX $((BENCH_MIN_START + SUMMARY_RESERVE)))
   fi
-  SAN_ROWS="$WORK/sanitizer.rows"
-  : >"$SAN_ROWS"
-  SAN_PID=""
-  if skipping sanitizer; then
-    for tool in "${TOOLS[@]}"; do printf 'sanitizer %s\tskipped: GPU_CHECK_SKIP\t0\t\n' "$tool" >>"$SAN_ROWS"; done
-  elif (( SANITIZER_OK )); then
-    (
-      end=$((SECONDS + window))
-      sanitize memcheck $(( MEMCHECK_BOX < window ? MEMCHECK_BOX : window ))
-      s=$((end - SECONDS)); (( s > SYNCCHECK_BOX )) && s=$SYNCCHECK_BOX; (( s < 1 )) && s=1
-      sanitize synccheck $s
-      s=$((end - SECONDS)); (( s < 1 )) && s=1
-      sanitize racecheck $s
-    ) >>"$SAN_ROWS" 2>>"$LOG" &
-    SAN_PID=$!
-    say "sanitizer: memcheck, synccheck, racecheck in the background (window $window s)"
-  else
-    for tool in "${TOOLS[@]}"; do
-      printf 'sanitizer %s\tnot available on this machine\t0\t%s\n' "$tool" "$SANITIZER_WHY" >>"$SAN_ROWS"
-    done
-  fi
+  # One row file per tool, read back in this order after the tests.
+  SAN_PIDS=()
+  for tool in "${TOOLS[@]}"; do
+    rowfile="$WORK/sanitizer-$tool.row"
+    if skipping sanitizer; then
+      printf 'sanitizer %s\tskipped: GPU_CHECK_SKIP\t0\t\n' "$tool" >"$rowfile"
+    elif (( SANITIZER_OK )); then
+      sanitize "$tool" "$window" >"$rowfile" 2>>"$LOG" &
+      SAN_PIDS+=($!)
+    else
+      printf 'sanitizer %s\tnot available on this machine\t0\t%s\n' "$tool" "$SANITIZER_WHY" >"$rowfile"
+    fi
+  done
+  (( ${#SAN_PIDS[@]} )) && say "sanitizer: ${TOOLS[*]} side by side in the background (time box $window s each)"
 
   if skipping tests; then
     row tests "skipped: GPU_CHECK_SKIP" 0 ""
@@ -355,11 +346,13 @@ else
     fi
   fi
 
-  [ -n "$SAN_PID" ] && wait "$SAN_PID"
-  while IFS=$'\t' read -r name status secs detail; do
+  for pid in "${SAN_PIDS[@]}"; do wait "$pid"; done
+  for tool in "${TOOLS[@]}"; do
+    IFS=$'\t' read -r name status secs detail <"$WORK/sanitizer-$tool.row" \
+      || { name="sanitizer $tool"; status=FAILED; secs=0; detail="no result"; }
     [ "$status" = FAILED ] && failed
     row "$name" "$status" "$secs" "$detail"
-  done <"$SAN_ROWS"
+  done
 fi
 
 # ------------------------------------------------------------ 5. benchmark
