@@ -43,31 +43,58 @@
 # every stage's full output.
 #
 # Time boxes (seconds of wall time; each stage runs under `timeout`, SIGINT
-# first so pytest still writes its report, SIGKILL 10 s later). They sum to
-# under 540 s, so one 10-minute command holds the run with a minute to
-# spare, and each box is also cut to the time left of GPU_CHECK_BUDGET=540.
-#   machine     40  versions: a few seconds; the compute-sanitizer probe
-#                   starts python3 under the tool (under 20 s).
-#   build      200  measured here: the CUDA build of this tree (34 units: 29
-#                   .cpp, 5 .cu) with MAX_JOBS=2 on 2 shared cores took
-#                   SEE_MEASURED. At 16 jobs the wall is bounded below by the
-#                   slowest unit and by sum/16; BUILD_ARITHMETIC. More units
-#                   (tensor-core kernels being added) raise the sum, not the
-#                   slowest, hence the margin.
-#   tests      180  221 tests selected. Expected on the GPU: TESTS_ARITHMETIC.
-#                   With pytest-xdist (on the GPU machine's image) 4 workers,
-#                   else one process. Per-test limit 120 s.
-#   sanitizer  (in the 180 s of the tests) memcheck 55 s, synccheck 45 s,
-#                   racecheck the rest: 20 convolutions x 4 passes, every
-#                   kernel variant; racecheck and synccheck instrument only
-#                   conv_ext's kernels (--kernel-name kns=conv_ext), since
-#                   racecheck slows each instrumented kernel 10-1000x and
-#                   cuDNN's are not ours.
-#   benchmark  the rest (about 110 s): per dtype one run of forward and
-#                   forward_backward on the 15 shapes (30 verified, timed
-#                   pairs of 0.05-0.8 s each, ~25 s with the limits measured),
-#                   then the single backward passes while 40 s are left.
-#   summary     10
+# first so that pytest still writes its report, SIGKILL 10 s later). Each box
+# is also cut to what is left of GPU_CHECK_BUDGET=540 s after the minimum
+# the later stages need, so the run ends inside 9 minutes and one 10-minute
+# command holds it. How each was sized (nothing here has run on a GPU yet,
+# so the test and sanitizer figures are estimates by kind, not readings):
+#   machine     ~25  versions, one python3 start, and the compute-sanitizer
+#                    probe (python3 under the tool, one small kernel).
+#   build      200   measured on a 2-core machine shared with other builds
+#                    (load 12-20, so wall times there are 4-8x CPU times):
+#                    the CUDA build of this tree, 34 units (29 .cpp, 5 .cu),
+#                    MAX_JOBS=2, took 327 s of CPU time (user+sys) in all.
+#                    Slowest units, each compiled alone, CPU time:
+#                    cpu/direct_rows_vec.cpp 27 s,
+#                    cuda/backward_weight_kernels.cu 24 s,
+#                    cpu/conv2d_forward.cpp 23 s,
+#                    cuda/backward_bias_kernels.cu 22 s,
+#                    cuda/forward_kernels.cu 19 s. With 16 jobs the compile
+#                    wall lies between max(27, 327/16 = 20) = 27 s and
+#                    27 + 20 = 47 s (list scheduling); with pip, setup.py's
+#                    torch import and the link, ~60 s. 200 s leaves room for
+#                    cores 1.5x slower and twice the CUDA code (tensor-core
+#                    kernels are being added).
+#   tests      180   221 tests selected (pytest --collect-only). By kind:
+#                    ~180 small-shape tests, <0.3 s each (~50 s); 5
+#                    torch.compile runs, ~25 s each for Inductor's first
+#                    compile (~125 s); test_fuzz_cuda, 5,000 hypothesis
+#                    examples at ~5-10 ms of host work each (~25-50 s; its CPU
+#                    twin took 30 ms of CPU per example here, mostly the
+#                    float64 convolutions a GPU takes over); 7 tests that run
+#                    child processes, 5-10 s each (~50 s); ~20 gradcheck /
+#                    gradgradcheck runs, ~3 s each (~60 s); 3 tests past 2^31
+#                    elements, ~5 s each. ~350-400 s in one process; with
+#                    pytest-xdist (on the GPU machine's image) 4 workers,
+#                    ~100-130 s plus ~15 s to start them. Per test 150 s
+#                    (test_fuzz_cuda is the longest).
+#   sanitizer  (the tests' 180 s) memcheck, synccheck and racecheck side by
+#                    side, each for the whole window: 20 convolutions x 4
+#                    passes reaching every kernel variant. racecheck and
+#                    synccheck instrument only conv_ext's kernels
+#                    (--kernel-name kns=conv_ext): racecheck slows every
+#                    shared-memory access of an instrumented kernel, and
+#                    cuDNN's reference kernels are not ours.
+#   benchmark  the rest: 540 - 25 - 60 - 180 - 20 = ~255 s with the build
+#                    as expected, 115 s at its full box. Per dtype, forward
+#                    and forward_backward on the 15 shapes are 30 verified
+#                    pairs timed for 0.3 s of GPU time each (<= 0.8 s with
+#                    checks and L2 flushes), the limits measured twice and
+#                    python3's start: ~30-35 s; the three single backward
+#                    passes add 45 pairs, ~45 s. All of it, ~240 s, fits when
+#                    the build is quick; otherwise the single backward passes
+#                    are cut first (status "ok (partial)").
+#   summary     20   (the reports, and the grace before SIGKILL of the last box)
 #
 # Environment: PYTHON (default python3), OUT, GPU_CHECK_BUDGET (540),
 # GPU_CHECK_JOBS (pytest-xdist workers, default 4; 0 for one process),
@@ -80,12 +107,11 @@ PY="${PYTHON:-python3}"
 OUT="${OUT:-$ROOT/gpu-check-output}"
 BUDGET="${GPU_CHECK_BUDGET:-540}"
 JOBS="${GPU_CHECK_JOBS:-4}"
-MACHINE_BOX=40
 BUILD_BOX=200
 TEST_BOX=180
-SUMMARY_RESERVE=10
+SUMMARY_RESERVE=20     # the last box's 10 s of grace before SIGKILL, the reports
 BENCH_MIN_START=40     # no benchmark run starts with less left than this
-TEST_TIMEOUT=120       # per test
+TEST_TIMEOUT=150       # per test
 
 mkdir -p "$OUT" || { echo "gpu-check: cannot create OUT=$OUT" >&2; exit 2; }
 OUT="$(cd "$OUT" && pwd)"
@@ -236,7 +262,7 @@ EOF
   if (( status == 0 )); then
     # The installed package, imported from outside the tree: every op must
     # have a CUDA kernel.
-    (cd "$WORK" && timeout 60 "$PY" - >>"$B" 2>&1 <<'PYEOF')
+    (cd "$WORK" && timeout 30 "$PY" - >>"$B" 2>&1 <<'PYEOF')
 import torch
 import conv_ext
 ops = ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
