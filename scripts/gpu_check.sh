@@ -295,13 +295,17 @@ WHY_NOT_BUILT=$([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build 
 # The sanitizer runs in the background while the tests run; it writes its
 # rows to a file, read back after both end.
 sanitize() {
-  local tool=$1 secs=$2 logfile="$LOGS/sanitizer-$1.log" t0=$SECONDS status extra=()
-  [ "$tool" = memcheck ] || extra=(--kernel-name kns=conv_ext)
-  # memcheck: no caching allocator, so that every tensor is its own
-  # allocation and a read past its end is out of bounds, not in the pool.
-  PYTORCH_NO_CUDA_MEMORY_CACHING=$([ "$tool" = memcheck ] && echo 1 || echo 0) \
-    run_boxed TERM "$secs" "$logfile" "$SANITIZER" --tool "$tool" --error-exitcode 1 "${extra[@]}" \
-    "$PY" tests/sanitizer_subset.py
+  local tool=$1 secs=$2 logfile="$LOGS/sanitizer-$1.log" t0=$SECONDS status vars=() extra=()
+  if [ "$tool" = memcheck ]; then
+    # No caching allocator: every tensor is its own allocation, so a read
+    # past its end is out of bounds instead of inside the pool. (Any value
+    # of the variable turns caching off in some torch versions: set or not.)
+    vars=(PYTORCH_NO_CUDA_MEMORY_CACHING=1)
+  else
+    extra=(--kernel-name kns=conv_ext)
+  fi
+  run_boxed TERM "$secs" "$logfile" env "${vars[@]}" "$SANITIZER" --tool "$tool" --error-exitcode 1 \
+    "${extra[@]}" "$PY" tests/sanitizer_subset.py
   status=$?
   local summary
   summary="$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|sanitizer subset:' "$logfile" | sed 's/^=* *//' | tr '\n' ' ')"
