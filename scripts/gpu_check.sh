@@ -34,7 +34,8 @@
 #
 # Without a CUDA device (torch.cuda.is_available() False, e.g. CPU CI or
 # CUDA_VISIBLE_DEVICES=) it is a dry run: stage 1 reports the machine, every
-# GPU stage reports "skipped: no CUDA device", nothing is built, exit 0.
+# GPU stage reports "skipped: no CUDA device", nothing is built, exit 0. But
+# a GPU that nvidia-smi lists and torch cannot use fails stage 1.
 # Exit status 1 where a stage FAILED; "not available" alone does not fail.
 #
 # OUT receives at most 7 files, no folders: summary.md (the table printed
@@ -161,7 +162,12 @@ CUDA_OK=0
 NO_CUDA_WHY=""
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (working tree differs)')"
+  if commit="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; then
+    git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit+=" (working tree differs)"
+  else
+    commit="unknown (not a git checkout)"
+  fi
+  echo "commit: $commit"
   echo "host: $(uname -srm), $(nproc) cores"
   if command -v nvidia-smi >/dev/null; then
     echo "nvidia-smi: $(timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 | head -4 | tr '\n' ';')"
@@ -196,6 +202,15 @@ else
   NO_CUDA_WHY="no CUDA device (torch not importable by $PY)"
 fi
 sed -i '/^cuda: /d' "$M"
+# A GPU that nvidia-smi lists but torch cannot use (a CPU build of torch, a
+# driver torch cannot talk to) is a failure, not a dry run; hiding the GPUs
+# on purpose (CUDA_VISIBLE_DEVICES= ) still gives the dry run.
+GPU_BLIND=0
+if (( ! CUDA_OK )) && [ "${CUDA_VISIBLE_DEVICES-unset}" != "" ] \
+    && timeout 20 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  GPU_BLIND=1
+  NO_CUDA_WHY="nvidia-smi lists a GPU that torch cannot use"
+fi
 
 SANITIZER="$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")"
 SANITIZER_OK=0
@@ -225,6 +240,9 @@ cat "$M" >>"$LOG"
 cat "$M"
 if (( CUDA_OK )); then
   row machine ok $((SECONDS - t0)) "$(grep -m1 '^device:' "$M" | cut -c9-)"
+elif (( GPU_BLIND )); then
+  failed
+  row machine FAILED $((SECONDS - t0)) "$NO_CUDA_WHY; $(grep -m1 '^torch:' "$M")"
 else
   row machine ok $((SECONDS - t0)) "$NO_CUDA_WHY; $(grep -m1 '^torch:' "$M")"
 fi

@@ -44,6 +44,24 @@ def test_dry_run_without_a_gpu(tmp_path):
     assert sorted(os.listdir(out)) == ["gpu-check.log", "logs.tar.gz", "summary.md"]
 
 
+def test_a_gpu_torch_cannot_use_fails_instead_of_a_dry_run(tmp_path):
+    """nvidia-smi lists a GPU, torch sees none (here: hidden from it by an
+    invalid CUDA_VISIBLE_DEVICES): stage 1 fails, the GPU stages say why."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="-1",
+               PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    run = subprocess.run(["bash", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    rows = summary_rows((out / "summary.md").read_text())
+    assert rows["machine"][0] == "FAILED"
+    assert rows["machine"][2].startswith("nvidia-smi lists a GPU that torch cannot use")
+    assert rows["build"][0] == "skipped: nvidia-smi lists a GPU that torch cannot use"
+
+
 def test_ninja_log_gives_time_per_unit(tmp_path, capsys):
     log = tmp_path / "ninja_log"
     log.write_text("# ninja log v5\n"
