@@ -310,8 +310,8 @@ fi
 WHY_NOT_BUILT=$([ -n "$NO_CUDA_WHY" ] && echo "$NO_CUDA_WHY" || echo "the build failed")
 
 # ------------------------------------------- 3. tests and 4. sanitizer
-# The sanitizer runs in the background while the tests run; it writes its
-# rows to a file, read back after both end.
+# sanitize TOOL SECONDS: one compute-sanitizer tool on the subset; prints
+# its summary row. The three tools run in the background beside the tests.
 sanitize() {
   local tool=$1 secs=$2 logfile="$LOGS/sanitizer-$1.log" t0=$SECONDS status vars=() extra=()
   if [ "$tool" = memcheck ]; then
