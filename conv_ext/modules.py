@@ -103,11 +103,18 @@ def _to_torch_module(module, name, fused_activation):
     if activation is None:
         return plain
     if fused_activation != "sequential":
+        _check_restorable(module, name)
+    return nn.Sequential(plain, _activation_module(activation, module.negative_slope)).train(module.training)
+
+
+def _check_restorable(module, name):
+    activation = getattr(module, "activation", None)
+    if activation is not None:
+        base = _torch_base(type(module)).__name__
         raise ValueError(
             f"restore_conv2d: {name or 'the model'} fuses activation={activation!r}, which a plain "
-            f"{base.__name__} cannot compute; pass fused_activation='sequential' to restore it as "
-            f"nn.Sequential({base.__name__}, activation) (its state_dict keys gain '.0')")
-    return nn.Sequential(plain, _activation_module(activation, module.negative_slope)).train(module.training)
+            f"{base} cannot compute; pass fused_activation='sequential' to restore it as "
+            f"nn.Sequential({base}, activation) (its state_dict keys gain '.0')")
 
 
 def restore_conv2d(model, *, fused_activation="error"):
@@ -119,11 +126,19 @@ def restore_conv2d(model, *, fused_activation="error"):
     is returned.
 
     A plain nn.Conv2d cannot compute a fused activation: such a layer raises
-    ValueError, or with fused_activation='sequential' becomes
-    nn.Sequential(conv, activation)."""
+    ValueError (before anything is swapped), or with
+    fused_activation='sequential' becomes nn.Sequential(conv, activation)."""
     if fused_activation not in ("error", "sequential"):
         raise ValueError(f"restore_conv2d: expected fused_activation to be 'error' or 'sequential', got {fused_activation!r}")
-    return _restore(model, "", fused_activation)
+    if _is_conv_ext_conv(model):
+        return _to_torch_module(model, "", fused_activation)
+    found = list(_conv_ext_children(model, ""))
+    if fused_activation == "error":
+        for _, _, path, child in found:
+            _check_restorable(child, path)
+    for parent, name, path, child in found:
+        setattr(parent, name, _to_torch_module(child, path, fused_activation))
+    return model
 
 
 def _is_conv_ext_conv(module):
@@ -134,13 +149,12 @@ def _is_conv_ext_conv(module):
     return package == __name__.partition(".")[0] and isinstance(module, nn.modules.conv._ConvNd)
 
 
-def _restore(model, prefix, fused_activation):
-    if _is_conv_ext_conv(model):
-        return _to_torch_module(model, prefix, fused_activation)
+def _conv_ext_children(model, prefix):
+    """(parent, attribute name, dotted path, module) of every conv_ext module
+    below `model`."""
     for name, child in model.named_children():
         path = f"{prefix}.{name}" if prefix else name
         if _is_conv_ext_conv(child):
-            setattr(model, name, _to_torch_module(child, path, fused_activation))
+            yield model, name, path, child
         else:
-            _restore(child, path, fused_activation)
-    return model
+            yield from _conv_ext_children(child, path)
