@@ -47,6 +47,29 @@ def _activate(op, y, activation, negative_slope):
     raise ValueError(f"conv_ext ONNX export: expected activation to be one of {_ACTIVATIONS}, got {activation!r}")
 
 
+def _conv_transpose(op, grad_output, weight, input_size, stride, padding, dilation, groups):
+    # conv2d_backward_input is the transposed convolution of grad_output by
+    # the forward's (K, C/groups, R, S) weight, which is ConvTranspose's
+    # (in, out/groups, kH, kW) layout. It is in an inference graph when a
+    # transposed convolution is built from it. input_size fixes the rows and
+    # columns that a stride > 1 leaves ambiguous: output_padding.
+    kernel = weight.shape[2:] if weight.shape is not None else None
+    if kernel is None or not all(isinstance(k, int) for k in kernel):
+        raise ValueError("conv_ext ONNX export: conv2d_backward_input needs a weight of known kernel size")
+    output_padding = []
+    for size, k, s, p, d in zip(input_size[2:], kernel, stride, padding, dilation):
+        out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+        output_padding.append(int(size - ((out - 1) * s - 2 * p + d * (k - 1) + 1)))
+    return op.ConvTranspose(
+        grad_output, weight,
+        strides=[int(s) for s in stride],
+        pads=[int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])],
+        dilations=[int(d) for d in dilation],
+        output_padding=output_padding,
+        group=int(groups),
+    )
+
+
 def onnx_translations():
     """{op overload: onnxscript function} for conv_ext's forward ops, to pass
     as torch.onnx.export(..., dynamo=True, custom_translation_table=...).
@@ -69,7 +92,11 @@ def onnx_translations():
         y = _conv(op, input, weight, bias, stride, padding, dilation, groups)
         return _activate(op, y, activation, negative_slope)
 
+    def conv2d_backward_input(grad_output, weight, input_size, stride, padding, dilation, groups):
+        return _conv_transpose(op, grad_output, weight, input_size, stride, padding, dilation, groups)
+
     return {
         torch.ops.conv_ext.conv2d_forward.default: conv2d_forward,
         torch.ops.conv_ext.conv2d_forward_activation.default: conv2d_forward_activation,
+        torch.ops.conv_ext.conv2d_backward_input.default: conv2d_backward_input,
     }

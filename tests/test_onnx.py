@@ -187,7 +187,49 @@ def test_mobilenet_like_model():
     check_model(model, torch.randn(2, 3, 32, 32), n_convs=14)
 
 
-def test_translations_cover_the_forward_ops():
+# ------------------------------------------------- transposed convolution
+class BackwardInput(nn.Module):
+    """conv2d_backward_input as a layer: what a transposed convolution built
+    from it puts in an inference graph."""
+
+    def __init__(self, weight, input_size, stride, padding, dilation, groups):
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.args = (input_size, stride, padding, dilation, groups)
+
+    def forward(self, grad_output):
+        return torch.ops.conv_ext.conv2d_backward_input(grad_output, self.weight, *self.args)
+
+
+@pytest.mark.parametrize(
+    "input_hw, stride, padding, dilation, groups",
+    # (13, 12) at stride (2, 3): rows and columns the stride leaves over, so
+    # output_padding is (0, 2) and must come from input_size.
+    [((13, 12), (2, 3), (1, 0), (1, 2), 2), ((9, 9), (1, 1), (2, 2), (2, 2), 1)],
+)
+def test_backward_input_exports_as_conv_transpose(input_hw, stride, padding, dilation, groups):
+    torch.manual_seed(4)
+    weight = torch.randn(6, 4 // groups, 3, 3)
+    h, w = input_hw
+    out_h = (h + 2 * padding[0] - dilation[0] * 2 - 1) // stride[0] + 1
+    out_w = (w + 2 * padding[1] - dilation[1] * 2 - 1) // stride[1] + 1
+    layer = BackwardInput(weight, [2, 4, h, w], list(stride), list(padding), list(dilation), groups)
+    program = check_model(layer, torch.randn(2, 6, out_h, out_w), n_convs=0)
+    assert [t for _, t in node_types(program)] == ["ConvTranspose"]
+
+
+def test_transposed_module_when_conv_ext_has_one():
+    cls = getattr(conv_ext, "MyConvTranspose2d", None)
+    if cls is None:
+        pytest.skip("conv_ext has no MyConvTranspose2d in this build")
+    torch.manual_seed(5)
+    model = nn.Sequential(MyConv2d(3, 8, 3, stride=2, padding=1, activation="relu"),
+                          cls(8, 4, 3, stride=2, padding=1, output_padding=1, groups=2))
+    check_model(model, torch.randn(2, 3, 16, 15), n_convs=1)
+
+
+def test_translations_cover_the_inference_ops():
     table = conv_ext.onnx_translations()
     assert set(table) == {torch.ops.conv_ext.conv2d_forward.default,
-                          torch.ops.conv_ext.conv2d_forward_activation.default}
+                          torch.ops.conv_ext.conv2d_forward_activation.default,
+                          torch.ops.conv_ext.conv2d_backward_input.default}
