@@ -181,10 +181,19 @@ def test_resnet_like_swapped_model():
     torch.testing.assert_close(run_onnxruntime(program, x), expected, **TOL)
 
 
-def test_mobilenet_like_model():
+def test_mobilenet_like_model(tmp_path):
     torch.manual_seed(3)
     model = mobilenet_like()
     check_model(model, torch.randn(2, 3, 32, 32), n_convs=14)
+    # The README's command, through a file, as a deployment reads it.
+    x = torch.randn(3, 3, 32, 32)
+    path = str(tmp_path / "model.onnx")
+    torch.onnx.export(model, (x,), path, dynamo=True, verbose=False,
+                      custom_translation_table=conv_ext.onnx_translations())
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), model(x), **TOL)
 
 
 # ------------------------------------------------- transposed convolution
