@@ -9,9 +9,11 @@ handed over through the exporter's documented `custom_translation_table`:
 
 torch 2.13 builds that registry afresh on every export call from its own
 tables, and has no public hook to add to it once, so the table has to be
-passed. Only the forward ops need a translation: an exported inference graph
-holds no backward op. onnx and onnxscript are imported when the table is
-asked for, so conv_ext itself does not depend on them.
+passed. Only the ops an inference graph can hold are translated: the two
+forward ops, and conv2d_backward_input, on which a transposed convolution's
+forward is built; the other backward ops and activation_backward appear only
+in training graphs. onnx and onnxscript are imported when the table is asked
+for, so conv_ext itself does not depend on them.
 """
 import torch
 
@@ -71,13 +73,15 @@ def _conv_transpose(op, grad_output, weight, input_size, stride, padding, dilati
 
 
 def onnx_translations():
-    """{op overload: onnxscript function} for conv_ext's forward ops, to pass
-    as torch.onnx.export(..., dynamo=True, custom_translation_table=...).
+    """{op overload: onnxscript function} for the conv_ext ops of inference
+    graphs, to pass as torch.onnx.export(..., dynamo=True,
+    custom_translation_table=...).
 
     conv2d_forward becomes one ONNX Conv (strides, pads, dilations, group);
     conv2d_forward_activation a Conv followed by Relu, LeakyRelu (alpha =
-    negative_slope), Sigmoid or Tanh. Both are written in opset 18 ops, which
-    the exporter's default opset (20) includes."""
+    negative_slope), Sigmoid or Tanh; conv2d_backward_input a ConvTranspose.
+    All are written in opset 18 ops, which the exporter's default opset (20)
+    includes."""
     try:
         from onnxscript import opset18 as op
     except ImportError as e:
