@@ -91,6 +91,21 @@ def test_layer_arguments(padding_mode, kwargs):
     check_model(layer, torch.randn(2, 4, 13, 12), n_convs=1)
 
 
+def test_float16():
+    torch.manual_seed(6)
+    layer = MyConv2d(8, 8, 3, padding=1, groups=2, activation="relu").half().eval()
+    x = torch.randn(2, 8, 9, 9, dtype=torch.float16)
+    y = run_onnxruntime(export(layer, x), x)
+    assert y.dtype == torch.float16
+    with torch.no_grad():
+        exact = torch.nn.functional.conv2d(x.double(), layer.weight.double(), layer.bias.double(), padding=1,
+                                           groups=2).relu()
+    # Outputs of magnitude about 1, whose float16 ulp is 1e-3: a couple of
+    # ulps from the float64 result and from each other.
+    torch.testing.assert_close(y.double(), exact, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(y, layer(x), rtol=2e-3, atol=2e-3)
+
+
 def test_conv_attributes_are_the_layers():
     layer = MyConv2d(6, 4, (3, 5), stride=(2, 3), padding=(1, 2), dilation=(2, 1), groups=2)
     program = export(layer.eval(), torch.randn(1, 6, 16, 17))
