@@ -211,6 +211,15 @@ def test_mobilenet_like_model(tmp_path):
         torch.testing.assert_close(torch.from_numpy(y), model(x), **TOL)
 
 
+def test_restored_model_exports_without_the_table():
+    torch.manual_seed(7)
+    model = conv_ext.restore_conv2d(mobilenet_like(), fused_activation="sequential").eval()
+    x = torch.randn(2, 3, 32, 32)
+    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    with torch.no_grad():
+        torch.testing.assert_close(run_onnxruntime(program, x), model(x), **TOL)
+
+
 # ------------------------------------------------- transposed convolution
 class BackwardInput(nn.Module):
     """conv2d_backward_input as a layer: what a transposed convolution built

@@ -46,6 +46,14 @@ def test_round_trip_computes_the_same_function():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_restored_model_is_stock_torch_for_torchscript():
+    torch.manual_seed(3)
+    model = restore_conv2d(replace_conv2d(model_with_every_argument())).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 12, 11)
+    torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("padding_mode", MODES)
 def test_restored_layer_keeps_every_argument(padding_mode):
     ours = MyConv2d(4, 6, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2, bias=False,
