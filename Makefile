@@ -17,7 +17,7 @@ STAMP := build/.installed-$(subst /,_,$(PY))
 $(STAMP): $(SOURCES)
 	@if [ "$(PY)" = ".venv/bin/python" ] && [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 	@$(PY) -c "import torch" >/dev/null 2>&1 || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -q numpy pytest hypothesis tqdm matplotlib plotly scikit-learn setuptools wheel
+	$(PIP) install -q numpy pytest hypothesis onnx onnxscript onnxruntime tqdm matplotlib plotly scikit-learn setuptools wheel
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install --no-build-isolation --no-deps -e .
 	@mkdir -p build && touch $(STAMP)
 

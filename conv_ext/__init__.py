@@ -4,7 +4,9 @@ from . import _autocast  # noqa: F401  (registers the ops' autocast kernels)
 from . import cs231n
 from ._ops import ops
 from .functional import Conv2dFunction, conv2d
-from .modules import MyConv2d, replace_conv2d
+from .modules import MyConv2d, replace_conv2d, restore_conv2d
+from .onnx import onnx_translations
 
-__all__ = ["Conv2dFunction", "MyConv2d", "conv2d", "cs231n", "ops", "replace_conv2d"]
+__all__ = ["Conv2dFunction", "MyConv2d", "conv2d", "cs231n", "onnx_translations", "ops", "replace_conv2d",
+           "restore_conv2d"]
 __version__ = "0.1.0"

@@ -1,5 +1,7 @@
 """MyConv2d, a drop-in torch.nn.Conv2d running on conv_ext's kernels, and
 replace_conv2d, which swaps it into an existing model."""
+import inspect
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -69,3 +71,90 @@ def replace_conv2d(model):
         else:
             replace_conv2d(child)
     return model
+
+
+# ------------------------------------------------------------------ swap back
+def _torch_base(cls):
+    """The torch.nn class a conv_ext module stands in for: the first torch.nn
+    class in its MRO (MyConv2d -> nn.Conv2d, a transposed one ->
+    nn.ConvTranspose2d)."""
+    return next(c for c in cls.__mro__[1:] if c.__module__.startswith("torch.nn."))
+
+
+def _activation_module(activation, negative_slope):
+    return {"relu": lambda: nn.ReLU(), "leaky_relu": lambda: nn.LeakyReLU(negative_slope),
+            "sigmoid": lambda: nn.Sigmoid(), "tanh": lambda: nn.Tanh()}[activation]()
+
+
+def _to_torch_module(module, name, fused_activation):
+    """The plain torch module computing what the conv_ext `module` computes,
+    sharing its parameter tensors."""
+    base = _torch_base(type(module))
+    # Every constructor argument of the torch conv classes is kept as an
+    # attribute of the same name (bias as the parameter itself), so reading
+    # them off the base's signature covers Conv2d and ConvTranspose2d alike.
+    params = inspect.signature(base.__init__).parameters
+    kwargs = {p: getattr(module, p) for p in params if p not in ("self", "bias", "device", "dtype")}
+    plain = base(**kwargs, bias=module.bias is not None, device="meta")
+    plain.weight = module.weight
+    plain.bias = module.bias
+    plain.train(module.training)
+    activation = getattr(module, "activation", None)
+    if activation is None:
+        return plain
+    if fused_activation != "sequential":
+        _check_restorable(module, name)
+    return nn.Sequential(plain, _activation_module(activation, module.negative_slope)).train(module.training)
+
+
+def _check_restorable(module, name):
+    activation = getattr(module, "activation", None)
+    if activation is not None:
+        base = _torch_base(type(module)).__name__
+        raise ValueError(
+            f"restore_conv2d: {name or 'the model'} fuses activation={activation!r}, which a plain "
+            f"{base} cannot compute; pass fused_activation='sequential' to restore it as "
+            f"nn.Sequential({base}, activation) (its state_dict keys gain '.0')")
+
+
+def restore_conv2d(model, *, fused_activation="error"):
+    """Replaces, in place, every conv_ext module inside `model` (MyConv2d, and
+    any other conv_ext stand-in for a torch.nn conv class) by the plain torch
+    module it stands in for, sharing its parameters, and returns the model:
+    the inverse of replace_conv2d, for pipelines that need stock modules. A
+    bare conv_ext module passed as `model` has no parent, so its replacement
+    is returned.
+
+    A plain nn.Conv2d cannot compute a fused activation: such a layer raises
+    ValueError (before anything is swapped), or with
+    fused_activation='sequential' becomes nn.Sequential(conv, activation)."""
+    if fused_activation not in ("error", "sequential"):
+        raise ValueError(f"restore_conv2d: expected fused_activation to be 'error' or 'sequential', got {fused_activation!r}")
+    if _is_conv_ext_conv(model):
+        return _to_torch_module(model, "", fused_activation)
+    found = list(_conv_ext_children(model, ""))
+    if fused_activation == "error":
+        for _, _, path, child in found:
+            _check_restorable(child, path)
+    for parent, name, path, child in found:
+        setattr(parent, name, _to_torch_module(child, path, fused_activation))
+    return model
+
+
+def _is_conv_ext_conv(module):
+    # By the package its class comes from, so stand-ins defined in any
+    # conv_ext file are found; a user's subclass of MyConv2d is left alone,
+    # as replace_conv2d leaves subclasses of nn.Conv2d alone.
+    package = type(module).__module__.partition(".")[0]
+    return package == __name__.partition(".")[0] and isinstance(module, nn.modules.conv._ConvNd)
+
+
+def _conv_ext_children(model, prefix):
+    """(parent, attribute name, dotted path, module) of every conv_ext module
+    below `model`."""
+    for name, child in model.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if _is_conv_ext_conv(child):
+            yield model, name, path, child
+        else:
+            yield from _conv_ext_children(child, path)
