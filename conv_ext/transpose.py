@@ -98,8 +98,10 @@ def _pair(name, value, minimum):
     """An int or a pair of ints, checked as torch checks them: a bad value
     raises naming `name`."""
     values = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         raise TypeError(f"{_NAME}: expected {name} to be an int or a pair of ints, got {value!r}")
+    if len(values) != 2:
+        raise RuntimeError(f"{_NAME}: expected {name} to have 2 values, got {value!r}")
     if any(v < minimum for v in values):
         bound = "> 0" if minimum == 1 else ">= 0"
         raise RuntimeError(f"{_NAME}: expected {name} to be {bound}, got {value!r}")
