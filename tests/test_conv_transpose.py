@@ -302,6 +302,20 @@ def test_torch_compile_fullgraph(channels_last, device):
         torch.testing.assert_close(p.grad, g)
 
 
+def test_torch_compile_dynamic_shapes_and_output_size():
+    """Sizes that change between calls are traced as symbols: the output size
+    (and output_size's output_padding) is then computed from them."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    m = MyConvTranspose2d(4, 6, 3, stride=2, padding=1)
+    f = torch.compile(lambda x: m(x, output_size=[2 * x.shape[2], 2 * x.shape[3]]), dynamic=True, fullgraph=True)
+    for n, h, w in ((2, 4, 5), (3, 6, 4)):
+        x = torch.randn(n, 4, h, w)
+        y = f(x)
+        assert y.shape == (n, 6, 2 * h, 2 * w)
+        torch.testing.assert_close(y, F.conv_transpose2d(x, m.weight, m.bias, 2, 1, 1))
+
+
 @pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_runs_in_the_autocast_dtype_like_torch(amp_dtype, device):
     conf = dict(stride=2, padding=1, output_padding=1, groups=2)
