@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from . import machine, report, timing
+from . import limits, machine, report, timing
 from .passes import DTYPES, TOLERANCE
 
 
@@ -194,7 +194,8 @@ def markdown(rows, meta):
     if meta.get("load_avg") is not None:
         setup += f", load average {meta['load_avg']} at start"
     lines = [f"{setup}; commit `{meta['commit']}`; {meta['date']}.  ",
-             f"Command: `{meta['command']}`\n",
+             f"Command: `{meta['command']}`  ",
+             f"Measured in this run: {meta['rates'][0]} before, {meta['rates'][1]} after.\n",
              "| shape | layer | pass | ours ms | torch ms | speedup (min-max over rounds) | ours GFLOP/s | rel err |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -244,7 +245,13 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     meta = machine.describe(args.device)  # before the run: its load average is the neighbours'
     meta["command"] = machine.command("python -m benchmarks.transposed", sys.argv[1:] if argv is None else argv)
+    # The machine's matmul rate before and after: how much of it the run had
+    # (a shared machine's neighbours show here).
+    rates = [limits.measure(args.device, args.dtype, quick=True)]
     rows = run(args)
+    rates.append(limits.measure(args.device, args.dtype, quick=True))
+    meta["rates"] = [f"{r.rate_source} at {report.fmt(r.rate_tflops * 1e3)} GFLOP/s" for r in rates]
+    print(f"limits: {meta['rates'][0]} before the run, {meta['rates'][1]} after", flush=True)
     if args.markdown:
         with open(report.ensure_parent(args.markdown), "w") as f:
             f.write(markdown(rows, meta))
