@@ -16,8 +16,9 @@ which is the convolution's (K, C/groups, R, S) with K = C_in.
 output_padding adds rows and columns at the bottom and right of y, carried
 by the exact output size handed to conv2d_backward_input. When it reaches
 the stride (allowed while it is below the dilation), the convolution over y
-has more output rows than x has: those rows of x's role are zeros (they reach
-only the padding rows of y), so x is zero-padded to them, and gx is cut back.
+has output_padding // stride more output rows than x has rows. Rows of x
+there would be inputs that do not exist, so they are zeros: x is zero-padded
+to the convolution's size, and gx is cut back to x's.
 """
 import torch
 import torch.nn.functional as F
