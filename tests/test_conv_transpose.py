@@ -52,6 +52,10 @@ def kw(config):
     return dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
 
 
+def _conf(config, groups):
+    return {**kw(config), "groups": groups}
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_float64_matches_torch(config, device):
     x, w, b = sample(device, torch.float64, config[4], config[5])
@@ -115,10 +119,6 @@ def test_output_memory_format_matches_torch(x_cl, w_cl, device):
             assert ours.is_contiguous(memory_format=fmt) == ref.is_contiguous(memory_format=fmt)
 
 
-def _conf(config, groups):
-    return {**kw(config), "groups": groups}
-
-
 def test_non_contiguous_input(device):
     x, w, b = sample(device, torch.float64, 1, (3, 3), w=9)
     x = x[:, :, :, ::2]  # every other column: a strided view
@@ -169,10 +169,12 @@ def test_gradcheck_and_gradgradcheck(config, device):
     assert torch.autograd.gradgradcheck(fn, leaves)
 
 
-def test_double_backward_through_module(device):
+def test_double_backward_with_a_modules_parameters(device):
     m = MyConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2).double().to(device)
     x = torch.randn(1, 4, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x, w, b: conv_transpose2d(x, w, b, 2, 1, 1, 2), (x, m.weight, m.bias))
+    # and through the module's forward, output_size and all
+    assert torch.autograd.gradgradcheck(lambda x: m(x, output_size=[6, 7]), (x,))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
