@@ -61,13 +61,18 @@ class MyConv2d(nn.Conv2d):
 
 def replace_conv2d(model):
     """Replaces, in place, every plain nn.Conv2d inside `model` by a MyConv2d
-    sharing its parameters, and returns the model. A bare nn.Conv2d passed as
-    `model` has no parent to be swapped in, so its replacement is returned."""
-    if type(model) is nn.Conv2d:
-        return MyConv2d.from_conv2d(model)
+    and every plain nn.ConvTranspose2d by a MyConvTranspose2d, each sharing
+    its parameters, and returns the model. Subclasses of either are left
+    alone (their forward may differ). A bare layer passed as `model` has no
+    parent to be swapped in, so its replacement is returned."""
+    from .modules_transpose import MyConvTranspose2d
+
+    swaps = {nn.Conv2d: MyConv2d.from_conv2d, nn.ConvTranspose2d: MyConvTranspose2d.from_conv_transpose2d}
+    if type(model) in swaps:
+        return swaps[type(model)](model)
     for name, child in model.named_children():
-        if type(child) is nn.Conv2d:
-            setattr(model, name, MyConv2d.from_conv2d(child))
+        if type(child) in swaps:
+            setattr(model, name, swaps[type(child)](child))
         else:
             replace_conv2d(child)
     return model
