@@ -1,0 +1,107 @@
+"""python -m benchmarks.overhead: the per-call cost of a tiny layer, where
+the host path (Python checks, dispatch, autograd bookkeeping, allocation)
+is most of the time: MyConv2d against the nn.Conv2d it replaces, same
+weights, forward under no_grad and forward+backward.
+
+Verified first (outputs and gradients agree), then timed interleaved: each
+sample runs `--calls` calls of one contender, then of the other, in
+alternating order, and the median over `--samples` samples is reported with
+the interquartile range. A call of ~10 us is too short to time alone
+against a busy machine's noise, hence the batches of calls.
+
+Default shape: issue 14's, MyConv2d(1, 4, 3) on one 8x8 image."""
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import conv_ext
+
+
+def contenders(in_ch, out_ch, kernel, size, batch):
+    torch.manual_seed(0)
+    ref = nn.Conv2d(in_ch, out_ch, kernel)
+    ours = conv_ext.MyConv2d.from_conv2d(ref)
+    x = torch.randn(batch, in_ch, size, size)
+    xg = x.clone().requires_grad_()
+
+    def forward(m):
+        def call():
+            with torch.no_grad():
+                return m(x)
+        return call
+
+    def forward_backward(m):
+        def call():
+            m(xg).sum().backward()
+        return call
+
+    def verify():
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+        grads = []
+        for m in (ref, ours):
+            xg.grad = None
+            m.zero_grad()
+            m(xg).sum().backward()
+            grads.append([xg.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone()])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    return verify, {"forward (no_grad)": forward, "forward+backward": forward_backward}, ref, ours
+
+
+def time_calls(fn, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def compare(a, b, calls, samples):
+    """Median and interquartile range of the per-call microseconds of a and
+    b, sampled interleaved in alternating order."""
+    for fn in (a, b, a, b):  # warm-up: allocator, dispatch caches
+        time_calls(fn, calls)
+    ta, tb = [], []
+    for i in range(samples):
+        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
+        for fn, out in order:
+            out.append(time_calls(fn, calls))
+
+    def summary(t):
+        q = statistics.quantiles(t, n=4)
+        return statistics.median(t), q[0], q[2]
+
+    return summary(ta), summary(tb)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--in-channels", type=int, default=1)
+    p.add_argument("--out-channels", type=int, default=4)
+    p.add_argument("--kernel", type=int, default=3)
+    p.add_argument("--size", type=int, default=8)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--calls", type=int, default=200, help="calls per sample")
+    p.add_argument("--samples", type=int, default=41)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    verify, passes, ref, ours = contenders(
+        args.in_channels, args.out_channels, args.kernel, args.size, args.batch)
+    verify()
+    print(f"MyConv2d({args.in_channels}, {args.out_channels}, {args.kernel}) on {args.batch}x{args.in_channels}x"
+          f"{args.size}x{args.size}, {torch.get_num_threads()} threads; verified against nn.Conv2d")
+    print(f"{'pass':<20}{'nn.Conv2d us':>16}{'MyConv2d us':>16}{'ratio':>8}   (median [IQR] of "
+          f"{args.samples} samples x {args.calls} calls)")
+    for name, make in passes.items():
+        (rm, rlo, rhi), (om, olo, ohi) = compare(make(ref), make(ours), args.calls, args.samples)
+        print(f"{name:<20}{rm:7.2f} [{rlo:5.1f},{rhi:5.1f}]{om:7.2f} [{olo:5.1f},{ohi:5.1f}]{om / rm:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
