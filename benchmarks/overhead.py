@@ -6,8 +6,11 @@ weights, forward under no_grad and forward+backward.
 Verified first (outputs and gradients agree), then timed interleaved: each
 sample runs `--calls` calls of one contender, then of the other, in
 alternating order, and the median over `--samples` samples is reported with
-the interquartile range. A call of ~10 us is too short to time alone
-against a busy machine's noise, hence the batches of calls.
+the 10th percentile (on a shared machine the noise only adds: the low
+percentile is the steadier estimate). A call of ~10 us is too short to time
+alone, hence the batches of calls. `--clock cpu` counts the calling
+thread's CPU time instead of wall time, which a busy machine's preemptions
+do not inflate (use it with --threads 1, where all work is on that thread).
 
 Default shape: issue 14's, MyConv2d(1, 4, 3) on one 8x8 image."""
 import argparse
@@ -53,27 +56,29 @@ def contenders(in_ch, out_ch, kernel, size, batch):
     return verify, {"forward (no_grad)": forward, "forward+backward": forward_backward}, ref, ours
 
 
-def time_calls(fn, calls):
-    start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def time_calls(fn, calls, clock):
+    start = clock()
     for _ in range(calls):
         fn()
-    return (time.perf_counter() - start) / calls * 1e6
+    return (clock() - start) / calls * 1e6
 
 
-def compare(a, b, calls, samples):
-    """Median and interquartile range of the per-call microseconds of a and
-    b, sampled interleaved in alternating order."""
+def compare(a, b, calls, samples, clock):
+    """Median and 10th percentile of the per-call microseconds of a and b,
+    sampled interleaved in alternating order."""
     for fn in (a, b, a, b):  # warm-up: allocator, dispatch caches
-        time_calls(fn, calls)
+        time_calls(fn, calls, clock)
     ta, tb = [], []
     for i in range(samples):
         order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
         for fn, out in order:
-            out.append(time_calls(fn, calls))
+            out.append(time_calls(fn, calls, clock))
 
     def summary(t):
-        q = statistics.quantiles(t, n=4)
-        return statistics.median(t), q[0], q[2]
+        return statistics.median(t), statistics.quantiles(t, n=10)[0]
 
     return summary(ta), summary(tb)
 
@@ -85,8 +90,9 @@ def main(argv=None):
     p.add_argument("--kernel", type=int, default=3)
     p.add_argument("--size", type=int, default=8)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--calls", type=int, default=200, help="calls per sample")
-    p.add_argument("--samples", type=int, default=41)
+    p.add_argument("--calls", type=int, default=100, help="calls per sample")
+    p.add_argument("--samples", type=int, default=101)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
@@ -95,12 +101,12 @@ def main(argv=None):
         args.in_channels, args.out_channels, args.kernel, args.size, args.batch)
     verify()
     print(f"MyConv2d({args.in_channels}, {args.out_channels}, {args.kernel}) on {args.batch}x{args.in_channels}x"
-          f"{args.size}x{args.size}, {torch.get_num_threads()} threads; verified against nn.Conv2d")
-    print(f"{'pass':<20}{'nn.Conv2d us':>16}{'MyConv2d us':>16}{'ratio':>8}   (median [IQR] of "
-          f"{args.samples} samples x {args.calls} calls)")
+          f"{args.size}x{args.size}, {torch.get_num_threads()} threads, {args.clock} clock; verified against nn.Conv2d")
+    print(f"us per call: median (10th percentile) of {args.samples} interleaved samples x {args.calls} calls")
+    print(f"{'pass':<20}{'nn.Conv2d':>18}{'MyConv2d':>18}{'ratio':>14}")
     for name, make in passes.items():
-        (rm, rlo, rhi), (om, olo, ohi) = compare(make(ref), make(ours), args.calls, args.samples)
-        print(f"{name:<20}{rm:7.2f} [{rlo:5.1f},{rhi:5.1f}]{om:7.2f} [{olo:5.1f},{ohi:5.1f}]{om / rm:8.2f}")
+        (rm, rp), (om, op) = compare(make(ref), make(ours), args.calls, args.samples, CLOCKS[args.clock])
+        print(f"{name:<20}{rm:9.2f} ({rp:6.2f}){om:9.2f} ({op:6.2f}){om / rm:7.2f} ({op / rp:4.2f})")
 
 
 if __name__ == "__main__":

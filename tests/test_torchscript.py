@@ -16,7 +16,8 @@ F64 = dict(dtype=torch.float64)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning",
                                         "ignore:`torch.jit.trace` is deprecated:DeprecationWarning",
                                         "ignore:`torch.jit.save` is deprecated:DeprecationWarning",
-                                        "ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+                                        "ignore:`torch.jit.load` is deprecated:DeprecationWarning",
+                                        "ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning")
 
 
 def several():
