@@ -12,7 +12,9 @@ alone, hence the batches of calls. `--clock cpu` counts the calling
 thread's CPU time instead of wall time, which a busy machine's preemptions
 do not inflate (use it with --threads 1, where all work is on that thread).
 
-Default shape: issue 14's, MyConv2d(1, 4, 3) on one 8x8 image."""
+Default shape: issue 14's, MyConv2d(1, 4, 3) on one 8x8 image. The digits
+demo's layers: --batch 64 --out-channels 16 --padding 1, and --batch 64
+--in-channels 16 --out-channels 32 --stride 2 --padding 1."""
 import argparse
 import statistics
 import time
@@ -23,9 +25,9 @@ from torch import nn
 import conv_ext
 
 
-def contenders(in_ch, out_ch, kernel, size, batch):
+def contenders(in_ch, out_ch, kernel, size, batch, stride=1, padding=0):
     torch.manual_seed(0)
-    ref = nn.Conv2d(in_ch, out_ch, kernel)
+    ref = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding)
     ours = conv_ext.MyConv2d.from_conv2d(ref)
     x = torch.randn(batch, in_ch, size, size)
     xg = x.clone().requires_grad_()
@@ -43,7 +45,7 @@ def contenders(in_ch, out_ch, kernel, size, batch):
 
     def verify():
         with torch.no_grad():
-            torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
         grads = []
         for m in (ref, ours):
             xg.grad = None
@@ -51,7 +53,7 @@ def contenders(in_ch, out_ch, kernel, size, batch):
             m(xg).sum().backward()
             grads.append([xg.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone()])
         for a, b in zip(*grads):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # float32 sums over the batch
 
     return verify, {"forward (no_grad)": forward, "forward+backward": forward_backward}, ref, ours
 
@@ -90,6 +92,8 @@ def main(argv=None):
     p.add_argument("--kernel", type=int, default=3)
     p.add_argument("--size", type=int, default=8)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--padding", type=int, default=0)
     p.add_argument("--calls", type=int, default=100, help="calls per sample")
     p.add_argument("--samples", type=int, default=101)
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
@@ -98,9 +102,10 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     verify, passes, ref, ours = contenders(
-        args.in_channels, args.out_channels, args.kernel, args.size, args.batch)
+        args.in_channels, args.out_channels, args.kernel, args.size, args.batch, args.stride, args.padding)
     verify()
-    print(f"MyConv2d({args.in_channels}, {args.out_channels}, {args.kernel}) on {args.batch}x{args.in_channels}x"
+    print(f"MyConv2d({args.in_channels}, {args.out_channels}, {args.kernel}, stride={args.stride}, "
+          f"padding={args.padding}) on {args.batch}x{args.in_channels}x"
           f"{args.size}x{args.size}, {torch.get_num_threads()} threads, {args.clock} clock; verified against nn.Conv2d")
     print(f"us per call: median (10th percentile) of {args.samples} interleaved samples x {args.calls} calls")
     print(f"{'pass':<20}{'nn.Conv2d':>18}{'MyConv2d':>18}{'ratio':>14}")
