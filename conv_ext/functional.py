@@ -16,10 +16,10 @@ class Conv2dFunction(torch.autograd.Function):
     gradients autograd asks for (ctx.needs_input_grad). Its backward is built
     from differentiable ops, so double backward works.
 
-    conv2d and MyConv2d no longer go through it: the ops carry their own
-    autograd (csrc/autograd.cpp), which is cheaper per call and scriptable.
-    It stays for code that calls or subclasses it, and autocast is then the
-    caller's to apply (its saved tensors are the ones it is given)."""
+    conv2d and MyConv2d call the ops directly: the ops' own autograd
+    (csrc/autograd.cpp) is cheaper per call and scriptable. This Function
+    serves code that calls or subclasses it; under autocast its caller casts
+    first (_autocast.cast_inputs), since it saves the tensors it is given."""
 
     # forward(ctx, ...) rather than forward + setup_context: with the latter,
     # Function.apply binds the arguments through inspect.signature on every

@@ -113,3 +113,23 @@ def test_conv2d_function_still_matches(activation):
     for a, r in zip(torch.autograd.grad(y, (x, w, b), g), torch.autograd.grad(y_ref, (x, w, b), g)):
         torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
     torch.autograd.gradcheck(lambda x, w, b: conv_ext.Conv2dFunction.apply(x, w, b, *conf, *extra), (x, w, b))
+
+
+def test_torch_compile_fullgraph_every_forward_path():
+    # One layer per path of MyConv2d's forward: padding mode, 'same' with an
+    # even kernel, a fused activation, plain; dynamo must trace them all.
+    torch._dynamo.reset()
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        MyConv2d(2, 4, 3, padding=1, padding_mode="reflect"),
+        MyConv2d(4, 4, 2, padding="same", activation="leaky_relu", negative_slope=0.1),
+        MyConv2d(4, 3, 3, stride=2, groups=1, activation="sigmoid"),
+    ).double()
+    x = torch.randn(2, 2, 9, 9, **F64, requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True)
+    y, y_ref = compiled(x), model(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    params = [x, *model.parameters()]
+    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
