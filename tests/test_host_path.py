@@ -133,3 +133,17 @@ def test_torch_compile_fullgraph_every_forward_path():
     params = [x, *model.parameters()]
     for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params, g)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_overhead_benchmark_runs(capsys):
+    # The benchmark verifies before it times; a tiny run keeps it runnable.
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import overhead
+
+    overhead.main(["--calls", "2", "--samples", "3", "--batch", "2", "--padding", "1", "--stride", "2"])
+    out = capsys.readouterr().out
+    assert "verified against nn.Conv2d" in out
+    assert "forward (no_grad)" in out and "forward+backward" in out
