@@ -63,8 +63,13 @@ def check_activation(activation, negative_slope):
 def _pair(name, value, minimum):
     """An int or a pair of ints, as torch.nn.modules.utils._pair accepts it,
     checked: a bad value raises naming `name`."""
-    if type(value) is int and value >= minimum:  # the common case first
+    # The common cases first, in a few type tests: an int, a pair of ints.
+    if type(value) is int and value >= minimum:
         return (value, value)
+    if type(value) is tuple and len(value) == 2:
+        a, b = value
+        if type(a) is int and type(b) is int and a >= minimum and b >= minimum:
+            return value
     if isinstance(value, (list, tuple)):
         values = tuple(value)
     else:
