@@ -106,8 +106,13 @@ const Tensor& or_undefined(const std::optional<Tensor>& t) {
 struct Conf {
   std::vector<int64_t> v;
 
-  static Conf of(IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation, int64_t groups) {
-    return Conf{{stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups}};
+  static Conf of(
+      IntArrayRef stride,
+      IntArrayRef padding,
+      IntArrayRef dilation,
+      int64_t groups) {
+    return Conf{{stride[0], stride[1], padding[0], padding[1], dilation[0],
+                 dilation[1], groups}};
   }
   static Conf load(AutogradContext* ctx) {
     return Conf{ctx->saved_data["conf"].toIntVector()};
@@ -296,7 +301,8 @@ struct ActivationBackward : torch::autograd::Function<ActivationBackward> {
     Tensor out;
     {
       at::AutoDispatchBelowADInplaceOrView below;
-      out = activation_backward_op().call(grad_output, output, activation, negative_slope);
+      out = activation_backward_op().call(
+          grad_output, output, activation, negative_slope);
     }
     ctx->save_for_backward({grad_output, output});
     ctx->saved_data["activation"] = std::string(activation);
@@ -344,7 +350,8 @@ Tensor conv2d_forward_activation_autograd(
   if (!records({&input, &weight, &or_undefined(bias)})) {
     at::AutoDispatchBelowADInplaceOrView below;
     return forward_activation_op().call(
-        input, weight, bias, stride, padding, dilation, groups, activation, negative_slope);
+        input, weight, bias, stride, padding, dilation, groups, activation,
+        negative_slope);
   }
   return ForwardActivation::apply(
       input, weight, bias, stride, padding, dilation, groups, activation, negative_slope);
