@@ -6,11 +6,12 @@ returns a `dtype` result. conv_ext does the same in two places:
 
 * the ops themselves (torch.ops.conv_ext.*), through kernels at the
   AutocastCPU / AutocastCUDA dispatch keys that cast and redispatch with
-  autocast excluded, so a direct op call behaves like aten::conv2d;
-* conv_ext.conv2d / MyConv2d, which cast before Conv2dFunction: a Python
-  autograd.Function saves its inputs, and they must be the cast tensors, so
-  that backward sees one dtype and the casts themselves are recorded (the
-  gradient flows back to float32 parameters as float32).
+  autocast excluded, so a call behaves like aten::conv2d: the casts are
+  recorded by autograd and the ops' C++ autograd saves the cast tensors.
+  conv_ext.conv2d and MyConv2d call the ops, so this is all they need;
+* cast_inputs, for a Python autograd.Function that wraps the ops (as
+  Conv2dFunction does) and must save the tensors its ops compute with: its
+  caller casts first, so that the casts are recorded outside the Function.
 
 The autocast dtype is read when the op runs (float16 or bfloat16 on CUDA),
 which is why these are plain kernels rather than torch.library's

@@ -1,6 +1,6 @@
-"""The four ops of csrc/ops.cpp seen from Python: the fake kernels that let
-torch.compile and opcheck trace them, and the autograd formulas that make
-every op differentiable, the backward ops included (double backward)."""
+"""The ops of csrc/ops.cpp seen from Python: the fake kernels that let
+torch.compile and opcheck trace them. Their autograd (double backward
+included) is in C++, csrc/autograd.cpp."""
 import torch
 from torch._prims_common import suggest_memory_format
 
@@ -78,11 +78,15 @@ def _(grad_output):
 
 
 # -------------------------------------------------------------------- autograd
+# Every op's autograd is registered in C++ (csrc/autograd.cpp), at the
+# Autograd dispatch key as torch's own convolution has it: a call that records
+# nothing goes straight to the kernel, and TorchScript sees the gradients. The
+# two helpers below serve Conv2dFunction, the Python autograd.Function kept
+# for code that subclasses or calls it.
 def below_autograd(op, *args):
     """op(*args), skipping the op's autograd kernel when it would record
     nothing (grad mode off, as inside autograd.Function.forward and a backward
-    without create_graph): that Python kernel costs more than the seed's tiny
-    convolutions themselves. Traced calls keep the plain path."""
+    without create_graph). Traced calls keep the plain path."""
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return op(*args)
     with torch._C._AutoDispatchBelowAutograd():
@@ -92,7 +96,8 @@ def below_autograd(op, *args):
 def conv2d_backward(grad_output, input, weight, conf, needs, output=None, activation=None, negative_slope=0.01):
     """Gradients of conv2d_forward (or of conv2d_forward_activation, given its
     `output` and `activation`) for input, weight and bias; each computed only
-    where `needs` (ctx.needs_input_grad) asks for it."""
+    where `needs` (ctx.needs_input_grad) asks for it. The ops record their
+    own graph when grad mode is on (double backward)."""
     if activation is not None:
         grad_output = below_autograd(ops.activation_backward, grad_output, output, activation, negative_slope)
     stride, padding, dilation, groups = conf
@@ -106,115 +111,3 @@ def conv2d_backward(grad_output, input, weight, conf, needs, output=None, activa
     if needs[2]:
         grad_bias = below_autograd(ops.conv2d_backward_bias, grad_output)
     return grad_input, grad_weight, grad_bias
-
-
-def _forward_setup(ctx, inputs, output):
-    input, weight, _, *conf = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.conf = conf
-
-
-def _forward_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    return *conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad), None, None, None, None
-
-
-# backward_input(gy, w) is linear in gy and in w:
-#   <backward_input(gy, w), gg> = <gy, forward(gg, w)>
-# so its gradient for gy is forward(gg, w), and for w backward_weight(gy, gg).
-def _backward_input_setup(ctx, inputs, output):
-    grad_output, weight, _, *conf = inputs
-    ctx.save_for_backward(grad_output, weight)
-    ctx.conf = conf
-
-
-def _backward_input_backward(ctx, gg):
-    grad_output, weight = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.conf
-    d_grad_output = d_weight = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = ops.conv2d_forward(gg, weight, None, stride, padding, dilation, groups)
-    if ctx.needs_input_grad[1]:
-        d_weight = ops.conv2d_backward_weight(
-            grad_output, gg, list(weight.shape), stride, padding, dilation, groups)
-    return d_grad_output, d_weight, None, None, None, None, None
-
-
-# backward_weight(gy, x) likewise: <backward_weight(gy, x), gg> = <gy, forward(x, gg)>.
-def _backward_weight_setup(ctx, inputs, output):
-    grad_output, input, _, *conf = inputs
-    ctx.save_for_backward(grad_output, input)
-    ctx.conf = conf
-
-
-def _backward_weight_backward(ctx, gg):
-    grad_output, input = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.conf
-    d_grad_output = d_input = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = ops.conv2d_forward(input, gg, None, stride, padding, dilation, groups)
-    if ctx.needs_input_grad[1]:
-        d_input = ops.conv2d_backward_input(
-            grad_output, gg, list(input.shape), stride, padding, dilation, groups)
-    return d_grad_output, d_input, None, None, None, None, None
-
-
-def _backward_bias_setup(ctx, inputs, output):
-    ctx.shape = inputs[0].shape
-
-
-def _backward_bias_backward(ctx, gg):
-    return gg.reshape(1, -1, 1, 1).expand(ctx.shape)
-
-
-# The fused forward: the activation's gradient is read off the output.
-def _forward_activation_setup(ctx, inputs, output):
-    input, weight, _, stride, padding, dilation, groups, activation, negative_slope = inputs
-    ctx.save_for_backward(input, weight, output)
-    ctx.conf = (stride, padding, dilation, groups)
-    ctx.act = (activation, negative_slope)
-
-
-def _forward_activation_backward(ctx, grad_output):
-    input, weight, output = ctx.saved_tensors
-    grads = conv2d_backward(grad_output, input, weight, ctx.conf, ctx.needs_input_grad, output, *ctx.act)
-    return *grads, *[None] * 6
-
-
-# activation_backward(g, y) = g * a'(y): linear in g; for y it needs a''
-# written in y (relu and leaky_relu: 0; sigmoid: 1 - 2y; tanh: -2y).
-def _activation_backward_setup(ctx, inputs, output):
-    grad_output, out, activation, negative_slope = inputs
-    ctx.save_for_backward(grad_output, out)
-    ctx.act = (activation, negative_slope)
-
-
-def _activation_backward_backward(ctx, gg):
-    grad_output, out = ctx.saved_tensors
-    activation, negative_slope = ctx.act
-    d_grad_output = d_out = None
-    if ctx.needs_input_grad[0]:
-        d_grad_output = ops.activation_backward(gg, out, activation, negative_slope)
-    if ctx.needs_input_grad[1]:
-        second = {"sigmoid": lambda y: 1 - 2 * y, "tanh": lambda y: -2 * y}.get(activation)
-        d_out = gg * grad_output * second(out) if second else torch.zeros_like(out)
-    return d_grad_output, d_out, None, None
-
-
-torch.library.register_autograd(
-    "conv_ext::conv2d_forward", _forward_backward, setup_context=_forward_setup)
-torch.library.register_autograd(
-    "conv_ext::conv2d_forward_activation", _forward_activation_backward,
-    setup_context=_forward_activation_setup)
-torch.library.register_autograd(
-    "conv_ext::activation_backward", _activation_backward_backward,
-    setup_context=_activation_backward_setup)
-torch.library.register_autograd(
-    "conv_ext::conv2d_backward_input", _backward_input_backward,
-    setup_context=_backward_input_setup)
-torch.library.register_autograd(
-    "conv_ext::conv2d_backward_weight", _backward_weight_backward,
-    setup_context=_backward_weight_setup)
-torch.library.register_autograd(
-    "conv_ext::conv2d_backward_bias", _backward_bias_backward,
-    setup_context=_backward_bias_setup)

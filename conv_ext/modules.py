@@ -1,11 +1,13 @@
 """MyConv2d, a drop-in torch.nn.Conv2d running on conv_ext's kernels, and
 replace_conv2d, which swaps it into an existing model."""
 import inspect
+from typing import Optional
 
+import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from .functional import check_activation, conv2d
+from .functional import check_activation, check_input, run_op, string_padding
 
 
 class MyConv2d(nn.Conv2d):
@@ -18,13 +20,18 @@ class MyConv2d(nn.Conv2d):
     The keyword-only `activation` ('relu', 'leaky_relu', 'sigmoid', 'tanh';
     default None keeps it a plain Conv2d) fuses that activation into the
     kernel, `negative_slope` being leaky_relu's.
+
+    torch.jit.script and torch.jit.trace take it, and models holding it, as
+    they take nn.Conv2d; the ops' autograd is in C++, so a scripted module
+    has the same gradients.
     """
 
     def __init__(self, *args, activation=None, negative_slope=0.01, **kwargs):
         check_activation(activation, negative_slope)
         super().__init__(*args, **kwargs)
         self.activation = activation
-        self.negative_slope = negative_slope
+        # A float, as the op's schema has it (TorchScript does not convert).
+        self.negative_slope = float(negative_slope)
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -34,12 +41,28 @@ class MyConv2d(nn.Conv2d):
                 s += f", negative_slope={self.negative_slope}"
         return s
 
-    def _conv_forward(self, input, weight, bias):
-        act = dict(activation=self.activation, negative_slope=self.negative_slope)
+    # Per call only what can change between calls is looked at: the input.
+    # stride, dilation and groups go to the op as they are (it checks them,
+    # naming each); string padding, rare, is resolved on its own path. No
+    # state is cached, so attributes changed after construction still hold.
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if not torch.jit.is_scripting():
+            check_input(input)
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups, **act)
-        return conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups, **act)
+            return run_op(
+                input, weight, bias, self.stride, 0, self.dilation, self.groups, self.activation,
+                self.negative_slope)
+        if isinstance(self.padding, str):
+            # From kernel_size, as nn.Conv2d computes its padding for the
+            # other padding modes (and so a trace holds no size arithmetic).
+            input, padding = string_padding(input, self.padding, self.stride, self.dilation, self.kernel_size)
+            return run_op(
+                input, weight, bias, self.stride, padding, self.dilation, self.groups, self.activation,
+                self.negative_slope)
+        return run_op(
+            input, weight, bias, self.stride, self.padding, self.dilation, self.groups, self.activation,
+            self.negative_slope)
 
     @classmethod
     def from_conv2d(cls, conv):
