@@ -519,3 +519,9 @@ def test_wrappers_compile_to_tensor_core_sass(tmp_path):
         for instruction in instructions:
             assert instruction in code, f"{kernel}: no {instruction.strip()} in its SASS"
         assert not re.search(r"\b(LDL|STL)\b", code), f"{kernel} uses local memory"
+    # The emulator's to_tf32 copies how ptxas lowers cvt.rna.tf32.f32 for
+    # sm_90: add 0x1000 unless |x| >= inf (or NaN), then clear 13 bits. If a
+    # compiler lowers it differently, the model must be derived again.
+    (code,) = [c for n, c in kernels.items() if "to_tf32_kernel" in n]
+    lowering = ["FSETP.GEU.AND", "+INF", "0x1000", "LOP3.LUT", "0xffffe000"]
+    assert all(part in code for part in lowering), "cvt.rna.tf32.f32 lowers differently:\n" + code

@@ -54,7 +54,8 @@ namespace conv_ext::cuda::ptx {
 // away from zero, a carry into the exponent being the correct rounding up
 // to the next binade or to infinity; infinities pass unchanged, and NaNs
 // keep their sign and top 10 payload bits (a NaN whose payload lies only
-// in the low 13 bits becomes an infinity, as on the GPU).
+// in the low 13 bits becomes an infinity, as that SASS does; read from the
+// compiled code, not run on a GPU).
 inline uint32_t to_tf32(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);
