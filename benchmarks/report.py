@@ -95,7 +95,7 @@ def markdown(records):
         if device == "cpu":
             setup += f", {first.threads} threads"
             if first.isa:
-                setup += f" ({first.isa})"
+                setup += f"; {first.isa}"
         if first.load_avg is not None:
             setup += f", load average {first.load_avg} at start"
         parts.append(f"### {device} · {dtype} · {layout}\n")

@@ -103,7 +103,7 @@ def markdown(results):
     lines = [f"### scaling · {first.device} · {first.dtype} · forward+backward of a 3x3 layer, "
              f"{CHANNELS} -> {CHANNELS} channels\n",
              f"{first.card}, torch {first.torch_version}, {first.threads} threads"
-             + (f" ({first.isa})" if first.isa else "") + ", "
+             + (f"; {first.isa}" if first.isa else "") + "; "
              f"load average {first.load_avg} at start; commit `{first.commit}`; {first.date}.  ",
              f"Command: `{first.command}`\n",
              "| sweep | point | ours ms | torch ms | speedup | ours % limit | torch % limit | rel err | check |",
