@@ -297,11 +297,14 @@ def test_cli_rejects(argv, capsys):
 
 
 def test_help_of_every_entry_point(capsys):
-    for parse in (cli.parse_args, scaling.parse_args, e2e.parse_args):
+    from benchmarks import layers
+
+    for parse in (cli.parse_args, scaling.parse_args, e2e.parse_args, layers.parse_args):
         with pytest.raises(SystemExit) as exc:
             parse(["--help"])
         assert exc.value.code == 0
-        assert "--device" in capsys.readouterr().out
+        expected = "--models" if parse is layers.parse_args else "--device"  # layers runs on the CPU only
+        assert expected in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
@@ -580,3 +583,31 @@ def test_e2e_failed_check_is_flagged_not_timed(tmp_path, monkeypatch, one_thread
     (rec,) = json.loads((tmp_path / "f.json").read_text())["models"]
     assert not rec["ok"] and rec["ours_ms"] is None and rec["speedup"] is None and rec["torch_ms"] > 0
     assert rec["error"].startswith("check failed: stem.0.weight")
+
+
+# ------------------------------------------------------------------ layers
+def test_layer_kinds_and_distinct_layers():
+    from benchmarks import layers
+
+    assert [layers.kind(shapes.get(n)) for n in ("dw3_s2_c96_56x56", "g16_s1_c400_4x4", "pw_c400_k400_4x4",
+                                                 "r50_res2_3x3", "dw7_s1_c384_7x7")] == \
+        ["dw3x3 s2", "g16 3x3 s1", "1x1 s1", "3x3 s1", "dw7x7 s1"]
+    for name, (_, convs) in PUBLISHED.items():
+        found = layers.distinct_layers(name, 8, 112)
+        assert sum(calls for _, calls in found) == convs  # every convolution counted once
+        assert len({s.describe() for s, _ in found}) == len(found)  # and each shape listed once
+    resnet = {s.describe(): calls for s, calls in layers.distinct_layers("resnet18", 8, 112)}
+    assert resnet["N8 C64 28x28 K64 3x3 s1 p1 d1 g1"] == 4  # stage 1: two blocks of two 3x3 layers
+
+
+def test_layers_tiny_run(tmp_path, one_thread):
+    from benchmarks import layers
+
+    rc = layers.main([*one_thread, "--models", "shufflenet_v2", "--batch", "2", "--image-size", "32", "--reps", "1",
+                      "--no-progress", "--top", "3", "--json", str(tmp_path / "l.json"),
+                      "--markdown", str(tmp_path / "l.md")])
+    assert rc == 0
+    recs = json.loads((tmp_path / "l.json").read_text())["layers"]
+    assert sum(r["calls"] for r in recs) == 56 and all(r["ok"] and r["ours_ms"] > 0 for r in recs)
+    md = (tmp_path / "l.md").read_text()
+    assert "#### shufflenet_v2: convolutions" in md and "| dw3x3 s2 |" in md and "time lost per step" in md
