@@ -509,14 +509,23 @@ def test_e2e_check_names_a_wrong_gradient():
     theirs = models.build("shufflenet_v2")
     ours = conv_ext.replace_conv2d(copy.deepcopy(theirs))
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
-    ours_err, torch_err, tol, worst = e2e.check(theirs, ours, images, labels, e2e.FLOOR["float32"])
-    assert worst is None and ours_err <= tol and 0 < torch_err < 1e-4
+    ours_err, torch_err, tol, err64, failed = e2e.check(theirs, ours, images, labels, e2e.FLOOR["float32"])
+    assert failed is None and ours_err <= tol and 0 < torch_err < 1e-4 and err64 < 1e-12
     with torch.no_grad():
         ours.features[2].branch2[2][0].weight.mul_(1 + 1e-3)  # the last 1x1 of the first unit, 0.1 % off
-    ours_err, _, tol, worst = e2e.check(theirs, ours, images, labels, e2e.FLOOR["float32"])
-    assert ours_err > 10 * tol and worst is not None
-    name = worst.split(":")[0]
+    ours_err, _, tol, err64, failed = e2e.check(theirs, ours, images, labels, e2e.FLOOR["float32"])
+    assert ours_err > 10 * tol and err64 > 1e-6 and failed is not None
+    name = failed.split(":")[0]
     assert name == "loss" or name in dict(ours.named_parameters())
+
+
+def test_smooth_replaces_only_the_kinks():
+    model = e2e.smooth(models.build("resnet18"))
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.ReLU not in kinds and torch.nn.MaxPool2d not in kinds
+    assert torch.nn.SiLU in kinds and torch.nn.AvgPool2d in kinds
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 20
+    assert not any(isinstance(m, torch.nn.ReLU6) for m in e2e.smooth(models.build("mobilenet_v2")).modules())
 
 
 def test_overhead_measures_both_cases():
@@ -576,7 +585,7 @@ def test_e2e_quick_run(tmp_path, one_thread):
 
 
 def test_e2e_failed_check_is_flagged_not_timed(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(e2e, "check", lambda *a: (1e-6, 1e-6, -1.0, "stem.0.weight: 1e-06 > -1"))
+    monkeypatch.setattr(e2e, "check", lambda *a: (1e-6, 1e-6, -1.0, 0.0, "stem.0.weight: 1e-06 > -1"))
     rc = e2e.main([*one_thread, "--quick", "--reps", "1", "--no-progress", "--no-overhead", "--models",
                    "resnet18", "--json", str(tmp_path / "f.json")])
     assert rc == 1
