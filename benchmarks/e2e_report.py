@@ -97,8 +97,11 @@ def plot(results, path):
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
     names = [TITLES.get(r["model"], r["model"]) for r in models] + ["geomean"]
     values = [r["speedup"] or float("nan") for r in models] + [results.get("geomean_speedup") or float("nan")]
-    lows = [r["speedup_min"] or v for r, v in zip(models, values)] + [values[-1]]
-    highs = [r["speedup_max"] or v for r, v in zip(models, values)] + [values[-1]]
+    lows = [r["speedup_min"] or v for r, v in zip(models, values)]
+    highs = [r["speedup_max"] or v for r, v in zip(models, values)]
+    # The geomean's whisker: the geomeans of the lowest and of the highest rounds, as the table gives.
+    lows.append(geomean([r["speedup_min"] for r in models]) or values[-1])
+    highs.append(geomean([r["speedup_max"] for r in models]) or values[-1])
     xs = range(len(names))
     colours = ["tab:blue"] * len(models) + ["tab:gray"]
     ax.bar(xs, [v - 1 for v in values], 0.6, bottom=1.0, color=colours)
