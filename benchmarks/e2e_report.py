@@ -48,7 +48,8 @@ def markdown(results):
                      f"(batch {first['batch']}, {first['image_size']}x{first['image_size']}, SGD)\n")
         parts += _setup_lines(results["setup"], max(r["rounds"] for r in models))
         parts.append("| model | convs | conv GFLOP/step | nn.Conv2d ms | MyConv2d ms | nn.Conv2d img/s "
-                     "| MyConv2d img/s | speedup | range over rounds | ours rel err | torch rel err | float64 rel err | check |")
+                     "| MyConv2d img/s | speedup | range over rounds | ours rel err | torch rel err "
+                     "| float64 rel err | check |")
         parts.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in models:
             check = "ok" if r["ok"] else f"**FAIL**: {r['error']}"

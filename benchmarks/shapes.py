@@ -105,6 +105,10 @@ NETWORK = tuple(Shape(*row) for row in (
     ("pw_c160_k960_4x4",  8,  160,   4,   4,  960, 1, 1, 1, 0, 1,    1),
     ("pw_c960_k160_4x4",  8,  960,   4,   4,  160, 1, 1, 1, 0, 1,    1),
     ("pw_c116_k116_7x7",  8,  116,   7,   7,  116, 1, 1, 1, 0, 1,    1),
+    # dense 3x3 on the last stage's small planes, and strided (ResNet-18's stage 4 at 112x112:
+    # 4x4 planes; the first block's stride-2 3x3, a kind the public suite has no instance of)
+    ("dense3_s1_c512_k512_4x4", 8, 512, 4, 4, 512, 3, 3, 1, 1, 1, 1),
+    ("dense3_s2_c256_k512_7x7", 8, 256, 7, 7, 512, 3, 3, 2, 1, 1, 1),
     # squeeze-excite: 1x1 on 1x1 planes, one pixel per image (EfficientNet-B0's last stage)
     ("se_c1152_k48_1x1",  8, 1152,   1,   1,   48, 1, 1, 1, 0, 1,    1),
     ("se_c48_k1152_1x1",  8,   48,   1,   1, 1152, 1, 1, 1, 0, 1,    1),

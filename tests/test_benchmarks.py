@@ -40,8 +40,8 @@ NETWORK = ["dw3_s1_c384_7x7", "dw3_s1_c576_7x7", "dw3_s1_c960_4x4", "dw3_s1_c192
            "dw3_s2_c96_56x56", "dw3_s2_c144_28x28", "dw5_s1_c240_14x14", "dw5_s1_c1152_4x4",
            "dw5_s2_c144_28x28", "dw7_s1_c96_28x28", "dw7_s1_c384_7x7", "g16_s1_c400_4x4",
            "g16_s1_c160_7x7", "g16_s2_c400_7x7", "g16_s2_c160_14x14", "pw_c400_k400_4x4",
-           "pw_c160_k960_4x4", "pw_c960_k160_4x4", "pw_c116_k116_7x7", "se_c1152_k48_1x1",
-           "se_c48_k1152_1x1"]
+           "pw_c160_k960_4x4", "pw_c960_k160_4x4", "pw_c116_k116_7x7", "dense3_s1_c512_k512_4x4",
+           "dense3_s2_c256_k512_7x7", "se_c1152_k48_1x1", "se_c48_k1152_1x1"]
 
 
 # ------------------------------------------------------------------ shapes
@@ -95,12 +95,16 @@ def test_network_layer_kinds():
             assert s.stride == int(rest[0][1:]) and s.c == int(rest[1][1:]), s.name
         elif kind == "g16":  # RegNet's group width
             assert s.cg == 16 and s.k == s.c and s.r == 3 and s.stride == int(rest[0][1:]), s.name
+        elif kind == "dense3":  # ResNet's small planes and strided 3x3
+            assert s.groups == 1 and s.r == s.s == 3 and s.stride == int(rest[0][1:]), s.name
+            assert (s.c, s.k) == (int(rest[1][1:]), int(rest[2][1:])), s.name
         else:  # 1x1: pointwise on small planes, squeeze-excite on 1x1 planes
             assert kind in ("pw", "se") and s.r == s.s == 1 and s.groups == 1, s.name
             assert (s.c, s.k) == (int(rest[0][1:]), int(rest[1][1:])), s.name
             assert (s.h == 1) == (kind == "se"), s.name
     strides = {(s.name[:3], s.stride) for s in shapes.NETWORK}
-    assert {("dw3", 1), ("dw3", 2), ("dw5", 1), ("dw5", 2), ("dw7", 1), ("g16", 1), ("g16", 2)} <= strides
+    assert {("dw3", 1), ("dw3", 2), ("dw5", 1), ("dw5", 2), ("dw7", 1), ("g16", 1), ("g16", 2),
+            ("den", 1), ("den", 2)} <= strides
     assert all(shapes.family(n) == "network" for n in NETWORK)
     assert all(shapes.family(row[0]) == "suite" for row in BASELINES)
 
