@@ -8,11 +8,11 @@ Both versions of a model start from the same weights. Before timing, the
 loss and every parameter's gradient of each are compared with a float64 copy
 of the model: ours must be within twice torch's own error (or a floor per
 dtype), with ReLU and max pooling smoothed so rounding flips no mask; and
-ours in float64 must match torch in float64 on the model as it is. Then the steps are timed in rounds: each round runs
-every model in turn, and within a model the steps of ours and torch
-alternate, so a neighbour's load or a clock change hits both alike. The
-speedup is the ratio of the medians; its range over the rounds says how
-noisy the machine was."""
+ours in float64 must match torch in float64 on the model as it is. Then the
+steps are timed in rounds: each round runs every model in turn, and within a
+model the steps of ours and torch alternate, so a neighbour's load or a
+clock change hits both alike. The speedup is the ratio of the medians; its
+range over the rounds says how noisy the machine was."""
 import argparse
 import copy
 import math
