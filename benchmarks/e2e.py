@@ -376,6 +376,10 @@ def main(argv=None):
     if args.from_json:
         with open(args.from_json) as fh:
             results = json.load(fh)
+        if not isinstance(results, dict) or "models" not in results:
+            raise SystemExit(f"--from-json {args.from_json}: expected the JSON object python -m benchmarks.e2e "
+                             "--json writes ('setup', 'models', 'overhead'); a list is the one-model format of "
+                             "earlier versions")
     else:
         results = run(args, machine.command("python -m benchmarks.e2e", sys.argv[1:] if argv is None else argv))
     if args.json and not args.from_json:

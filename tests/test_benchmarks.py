@@ -586,6 +586,9 @@ def test_e2e_quick_run(tmp_path, one_thread):
     assert (out / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert e2e.main(["--from-json", str(out / "e.json"), "--markdown", str(out / "again.md")]) == 0
     assert (out / "again.md").read_text() == md
+    (out / "old.json").write_text("[{}]")
+    with pytest.raises(SystemExit, match="earlier versions"):
+        e2e.main(["--from-json", str(out / "old.json")])
 
 
 def test_e2e_failed_check_is_flagged_not_timed(tmp_path, monkeypatch, one_thread):
