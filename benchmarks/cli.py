@@ -90,7 +90,8 @@ def run(args, command):
     if args.threads:
         torch.set_num_threads(args.threads)
     meta = machine.describe(args.device)
-    meta = {k: meta[k] for k in ("card", "driver", "torch_version", "commit", "date", "threads", "load_avg")}
+    meta = {k: meta.get(k) for k in ("card", "driver", "torch_version", "commit", "date", "threads", "load_avg",
+                                     "isa")}
     meta["command"] = command
     chosen = shapes.select(args.device, args.shapes, args.quick)
     plan = timing.budget(args.device, args.quick, args.reps)

@@ -38,13 +38,63 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def cpu_flags():
+    """The CPU's feature flags (from /proc/cpuinfo), an empty set where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+# Vector extensions worth naming in a record, widest first: they decide which
+# kernels run (ours, oneDNN's) and so what a ratio means.
+_ISA_FLAGS = ("amx_tile", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx512bw", "avx512f", "avx2", "fma")
+
+
+def conv_ext_isa(flags=None, env=None):
+    """The instruction set conv_ext's CPU kernels take, as csrc/cpu/isa.cpp
+    decides it: CONV_EXT_CPU_ISA=scalar forces the portable kernels, =avx2
+    stops at AVX2 + FMA, unset or auto takes AVX-512F where present."""
+    flags = cpu_flags() if flags is None else flags
+    env = os.environ.get("CONV_EXT_CPU_ISA") if env is None else env
+    if env == "scalar":
+        return "scalar"
+    avx2 = {"avx2", "fma"} <= flags
+    if env != "avx2" and avx2 and "avx512f" in flags:
+        return "avx512"
+    return "avx2" if avx2 else "scalar"
+
+
+def isa():
+    """One line naming the instruction sets of a CPU run: conv_ext's choice
+    (with CONV_EXT_CPU_ISA when set), torch's ATen capability (oneDNN picks
+    on its own, capped by ONEDNN_MAX_CPU_ISA, recorded in the command), and
+    the CPU's vector flags."""
+    env = os.environ.get("CONV_EXT_CPU_ISA")
+    ours = conv_ext_isa() + (f" (CONV_EXT_CPU_ISA={env})" if env else "")
+    try:
+        aten = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        aten = "unknown"
+    flags = cpu_flags()
+    named = [f for f in _ISA_FLAGS if f in flags] or ["none of " + "/".join(_ISA_FLAGS)]
+    return f"conv_ext {ours}, torch {aten}; CPU flags {' '.join(named)}"
+
+
 def gpu_driver():
     version = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     return version.splitlines()[0] if version else "unknown"
 
 
 # Environment variables that change what a run measures (threading, devices).
-_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "CUDA_VISIBLE_DEVICES", "CUBLAS_", "CUDNN_")
+# CONV_EXT_CPU_ISA, ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY cap the
+# instruction sets of ours and torch's kernels (the AVX2 side of a machine).
+_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "CUDA_VISIBLE_DEVICES", "CUBLAS_", "CUDNN_",
+                 "CONV_EXT_", "ONEDNN_", "DNNL_", "ATEN_CPU_CAPABILITY")
 
 
 def command(program, argv):
@@ -76,6 +126,7 @@ def describe(device):
     if device == "cpu":
         info["card"] = f"{cpu_name()} ({os.cpu_count()} logical cores)"
         info["driver"] = None
+        info["isa"] = isa()
     else:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         info["card"] = f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB)"

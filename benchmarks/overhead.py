@@ -1,118 +1,133 @@
-"""python -m benchmarks.overhead: the per-call cost of a tiny layer, where
-the host path (Python checks, dispatch, autograd bookkeeping, allocation)
-is most of the time: MyConv2d against the nn.Conv2d it replaces, same
-weights, forward under no_grad and forward+backward.
+"""The per-call cost of a convolution too small to take any time of its own:
+MyConv2d(1, 4, 3) on one 8x8 image against nn.Conv2d with the same weights,
+forward under no_grad and forward+backward. What it measures is the host
+path (argument checks, padding normalisation, dispatch, autograd), the cost
+a user pays on every call of every layer; python -m benchmarks.e2e reports
+it next to the training steps.
 
-Verified first (outputs and gradients agree), then timed interleaved: each
-sample runs `--calls` calls of one contender, then of the other, in
-alternating order, and the median over `--samples` samples is reported with
-the 10th percentile (on a shared machine the noise only adds: the low
-percentile is the steadier estimate). A call of ~10 us is too short to time
-alone, hence the batches of calls. `--clock cpu` counts the calling
-thread's CPU time instead of wall time, which a busy machine's preemptions
-do not inflate (use it with --threads 1, where all work is on that thread).
-
-Default shape: issue 14's, MyConv2d(1, 4, 3) on one 8x8 image. The digits
-demo's layers: --batch 64 --out-channels 16 --padding 1, and --batch 64
---in-channels 16 --out-channels 32 --stride 2 --padding 1."""
-import argparse
-import statistics
-import time
+Each sample runs the call CALLS[case] times in a loop and is divided by
+that, so the clock's resolution and the loop's own cost are small next to a
+call of ~10 us; samples of ours and torch alternate as in timing.compare."""
+import copy
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-import conv_ext
+from . import timing
+
+LAYER = "MyConv2d(1, 4, 3) on (1, 1, 8, 8)"
+CASES = ("forward_no_grad", "forward_backward")
+CALLS = {"forward_no_grad": 200, "forward_backward": 50}  # calls per timed sample
+# Overhead samples per round, full run and --quick.
+SAMPLES = {False: 15, True: 3}
 
 
-def contenders(in_ch, out_ch, kernel, size, batch, stride=1, padding=0):
+@dataclass
+class OverheadRecord:
+    case: str  # forward_no_grad or forward_backward
+    layer: str
+    ours_us: float | None  # median microseconds per call
+    torch_us: float | None
+    speedup: float | None  # torch_us / ours_us
+    ratio: float | None  # ours_us / torch_us: the issue's goal is <= 1.2
+    calls_per_sample: int
+    samples: int
+    rel_err: float | None  # ours vs nn.Conv2d, worst of output and gradients
+    ok: bool
+    error: str | None
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    scale = b.abs().max().item()
+    return (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def _layers(device, dtype):
+    import conv_ext
+
     torch.manual_seed(0)
-    ref = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding)
-    ours = conv_ext.MyConv2d.from_conv2d(ref)
-    x = torch.randn(batch, in_ch, size, size)
-    xg = x.clone().requires_grad_()
+    theirs = nn.Conv2d(1, 4, 3).to(device=device, dtype=dtype)
+    ours = conv_ext.MyConv2d.from_conv2d(copy.deepcopy(theirs))
+    return ours, theirs
 
-    def forward(m):
-        def call():
-            with torch.no_grad():
-                return m(x)
-        return call
 
-    def forward_backward(m):
-        def call():
-            m(xg).sum().backward()
-        return call
-
-    def verify():
+def _forward(layer, x, calls):
+    def run():
         with torch.no_grad():
-            torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
-        grads = []
-        for m in (ref, ours):
-            xg.grad = None
-            m.zero_grad()
-            m(xg).sum().backward()
-            grads.append([xg.grad.clone(), m.weight.grad.clone(), m.bias.grad.clone()])
-        for a, b in zip(*grads):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # float32 sums over the batch
-
-    return verify, {"forward (no_grad)": forward, "forward+backward": forward_backward}, ref, ours
+            for _ in range(calls):
+                layer(x)
+    return run
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+def _forward_backward(layer, x, gy, calls):
+    """A layer in the middle of a network: the input needs its gradient too.
+    Gradients are dropped before each call, as zero_grad(set_to_none=True)
+    does, so every backward writes fresh ones instead of accumulating."""
+    def run():
+        for _ in range(calls):
+            x.grad = layer.weight.grad = layer.bias.grad = None
+            layer(x).backward(gy)
+    return run
 
 
-def time_calls(fn, calls, clock):
-    start = clock()
-    for _ in range(calls):
-        fn()
-    return (clock() - start) / calls * 1e6
+def _check(ours, theirs, x, gy):
+    """Worst relative error of ours against nn.Conv2d over the output and the
+    three gradients."""
+    results = []
+    for layer in (ours, theirs):
+        xi = x.detach().clone().requires_grad_()
+        layer.zero_grad(set_to_none=True)
+        y = layer(xi)
+        y.backward(gy)
+        results.append((y, xi.grad, layer.weight.grad, layer.bias.grad))
+        layer.zero_grad(set_to_none=True)
+    return max(_rel(a, b) for a, b in zip(*results, strict=True))
 
 
-def compare(a, b, calls, samples, clock):
-    """Median and 10th percentile of the per-call microseconds of a and b,
-    sampled interleaved in alternating order."""
-    for fn in (a, b, a, b):  # warm-up: allocator, dispatch caches
-        time_calls(fn, calls, clock)
-    ta, tb = [], []
-    for i in range(samples):
-        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
-        for fn, out in order:
-            out.append(time_calls(fn, calls, clock))
+def measure(device, dtype, quick, rounds, tolerance):
+    """One OverheadRecord per case, each timed over `rounds` rounds of
+    interleaved samples (median of all samples)."""
+    ours, theirs = _layers(device, dtype)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 1, 8, 8, generator=gen).to(device=device, dtype=dtype)
+    gy = torch.randn(1, 4, 6, 6, generator=gen).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    error = None
+    try:
+        err = _check(ours, theirs, x, gy)
+    except Exception as exc:  # noqa: BLE001  (recorded: a broken path is no reason to stop the run)
+        err, error = None, f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    ok = error is None and err <= tolerance
+    if error is None and not ok:
+        error = f"check failed: rel_err {err:.3g} > {tolerance:.3g}"
 
-    def summary(t):
-        return statistics.median(t), statistics.quantiles(t, n=10)[0]
+    records = []
+    for case in CASES:
+        calls = CALLS[case] // (10 if quick else 1)
+        xg = x.detach().clone().requires_grad_()
+        make = (lambda m: _forward(m, x, calls)) if case == "forward_no_grad" else \
+            (lambda m: _forward_backward(m, xg, gy, calls))
 
-    return summary(ta), summary(tb)
+        def timed(fn):
+            # Host time of the loop; on CUDA the device catches up at its end.
+            return lambda: (fn(), sync())
 
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--out-channels", type=int, default=4)
-    p.add_argument("--kernel", type=int, default=3)
-    p.add_argument("--size", type=int, default=8)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--padding", type=int, default=0)
-    p.add_argument("--calls", type=int, default=100, help="calls per sample")
-    p.add_argument("--samples", type=int, default=101)
-    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    verify, passes, ref, ours = contenders(
-        args.in_channels, args.out_channels, args.kernel, args.size, args.batch, args.stride, args.padding)
-    verify()
-    print(f"MyConv2d({args.in_channels}, {args.out_channels}, {args.kernel}, stride={args.stride}, "
-          f"padding={args.padding}) on {args.batch}x{args.in_channels}x"
-          f"{args.size}x{args.size}, {torch.get_num_threads()} threads, {args.clock} clock; verified against nn.Conv2d")
-    print(f"us per call: median (10th percentile) of {args.samples} interleaved samples x {args.calls} calls")
-    print(f"{'pass':<20}{'nn.Conv2d':>18}{'MyConv2d':>18}{'ratio':>14}")
-    for name, make in passes.items():
-        (rm, rp), (om, op) = compare(make(ref), make(ours), args.calls, args.samples, CLOCKS[args.clock])
-        print(f"{name:<20}{rm:9.2f} ({rp:6.2f}){om:9.2f} ({op:6.2f}){om / rm:7.2f} ({op / rp:4.2f})")
-
-
-if __name__ == "__main__":
-    main()
+        fns = [timed(make(theirs))] if not ok else [timed(make(ours)), timed(make(theirs))]
+        samples = SAMPLES[bool(quick)]
+        plan = timing.Budget(warmup=2, min_reps=samples, max_reps=samples, seconds=0.0)
+        per_round = [timing.compare(fns, "cpu", plan) for _ in range(rounds)]
+        # Median over the rounds' medians (the rounds are spread through the run).
+        ms = [sorted(r[i] for r in per_round)[len(per_round) // 2] for i in range(len(fns))]
+        us = [m * 1e3 / calls for m in ms]
+        ours_us, torch_us = (us[0], us[1]) if ok else (None, us[0])
+        records.append(OverheadRecord(
+            case=case, layer=LAYER, ours_us=ours_us, torch_us=torch_us,
+            speedup=torch_us / ours_us if ours_us else None,
+            ratio=ours_us / torch_us if ours_us else None,
+            calls_per_sample=calls, samples=samples * rounds, rel_err=err, ok=ok, error=error))
+    return records

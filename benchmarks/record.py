@@ -41,6 +41,7 @@ class Record:
     threads: int
     load_avg: float | None  # 1-minute load average when the run started
     command: str
+    isa: str | None = None  # CPU runs: the instruction sets of ours and torch (machine.isa)
 
     def as_dict(self):
         """The record as JSON writes it; the pass is under the key 'pass'."""

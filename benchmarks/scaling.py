@@ -74,7 +74,8 @@ def run(args, command):
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine.describe(args.device)
-    meta = {k: info[k] for k in ("card", "driver", "torch_version", "commit", "date", "threads", "load_avg")}
+    meta = {k: info.get(k) for k in ("card", "driver", "torch_version", "commit", "date", "threads", "load_avg",
+                                     "isa")}
     meta["command"] = command
     plan = timing.budget(args.device, args.quick, args.reps)
     todo = points(args.device, args.quick)
@@ -101,7 +102,8 @@ def markdown(results):
     first = results[0][2]
     lines = [f"### scaling · {first.device} · {first.dtype} · forward+backward of a 3x3 layer, "
              f"{CHANNELS} -> {CHANNELS} channels\n",
-             f"{first.card}, torch {first.torch_version}, {first.threads} threads, "
+             f"{first.card}, torch {first.torch_version}, {first.threads} threads"
+             + (f"; {first.isa}" if first.isa else "") + "; "
              f"load average {first.load_avg} at start; commit `{first.commit}`; {first.date}.  ",
              f"Command: `{first.command}`\n",
              "| sweep | point | ours ms | torch ms | speedup | ours % limit | torch % limit | rel err | check |",

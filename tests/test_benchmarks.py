@@ -35,6 +35,13 @@ BASELINES = [
 ]
 CPU_SUITE = ["seed_pattern", "seed_fit", "r50_conv1", "r50_res2_3x3", "r50_res2_1x1",
              "r50_res4_3x3", "r50_res5_3x3", "dilated_3x3", "mbv2_dw_3x3", "grouped_3x3"]
+# The layers of real networks the suite adds (issue 14), in order.
+NETWORK = ["dw3_s1_c384_7x7", "dw3_s1_c576_7x7", "dw3_s1_c960_4x4", "dw3_s1_c192_14x14",
+           "dw3_s2_c96_56x56", "dw3_s2_c144_28x28", "dw5_s1_c240_14x14", "dw5_s1_c1152_4x4",
+           "dw5_s2_c144_28x28", "dw7_s1_c96_28x28", "dw7_s1_c384_7x7", "g16_s1_c400_4x4",
+           "g16_s1_c160_7x7", "g16_s2_c400_7x7", "g16_s2_c160_14x14", "pw_c400_k400_4x4",
+           "pw_c160_k960_4x4", "pw_c960_k160_4x4", "pw_c116_k116_7x7", "dense3_s1_c512_k512_4x4",
+           "dense3_s2_c256_k512_7x7", "se_c1152_k48_1x1", "se_c48_k1152_1x1"]
 
 
 # ------------------------------------------------------------------ shapes
@@ -64,18 +71,60 @@ def test_output_extents_by_hand():
 
 def test_cpu_suite_and_batches():
     cpu = shapes.select("cpu")
-    assert [s.name for s in cpu] == CPU_SUITE
+    assert [s.name for s in cpu] == CPU_SUITE + NETWORK
     for s in cpu:
         expected = 1 if s.name in ("seed_pattern", "seed_fit", "dilated_3x3") else 2
-        assert s.n == expected, s.name
+        assert s.n == (8 if s.name in NETWORK else expected), s.name
     # A shape left out of the CPU suite can still be named; it gets the CPU batch rule.
     assert shapes.select("cpu", ["vgg_3x3"])[0].n == 2
     assert shapes.select("cpu", ["batch1_3x3"])[0].n == 1
-    assert [s.n for s in shapes.select("cuda")] == [row[1] for row in BASELINES]
+    assert [s.n for s in shapes.select("cuda")] == [row[1] for row in BASELINES] + [8] * len(NETWORK)
+    assert [s.name for s in shapes.select("cuda")] == [row[0] for row in BASELINES] + NETWORK
+
+
+def test_network_layer_kinds():
+    """Every kind issue 14 lists is there, with the numbers in its name."""
+    by_name = {s.name: s for s in shapes.NETWORK}
+    assert list(by_name) == NETWORK and not set(NETWORK) & {row[0] for row in BASELINES}
+    for s in shapes.NETWORK:
+        kind, *rest = s.name.split("_")
+        plane = rest[-1].split("x")
+        assert (s.h, s.w) == (int(plane[0]), int(plane[1])), s.name
+        if kind.startswith("dw"):  # depthwise k x k: one channel per group
+            assert s.groups == s.c == s.k and s.r == s.s == int(kind[2:]) and s.pad == s.r // 2, s.name
+            assert s.stride == int(rest[0][1:]) and s.c == int(rest[1][1:]), s.name
+        elif kind == "g16":  # RegNet's group width
+            assert s.cg == 16 and s.k == s.c and s.r == 3 and s.stride == int(rest[0][1:]), s.name
+        elif kind == "dense3":  # ResNet's small planes and strided 3x3
+            assert s.groups == 1 and s.r == s.s == 3 and s.stride == int(rest[0][1:]), s.name
+            assert (s.c, s.k) == (int(rest[1][1:]), int(rest[2][1:])), s.name
+        else:  # 1x1: pointwise on small planes, squeeze-excite on 1x1 planes
+            assert kind in ("pw", "se") and s.r == s.s == 1 and s.groups == 1, s.name
+            assert (s.c, s.k) == (int(rest[0][1:]), int(rest[1][1:])), s.name
+            assert (s.h == 1) == (kind == "se"), s.name
+    strides = {(s.name[:3], s.stride) for s in shapes.NETWORK}
+    assert {("dw3", 1), ("dw3", 2), ("dw5", 1), ("dw5", 2), ("dw7", 1), ("g16", 1), ("g16", 2),
+            ("den", 1), ("den", 2)} <= strides
+    assert all(shapes.family(n) == "network" for n in NETWORK)
+    assert all(shapes.family(row[0]) == "suite" for row in BASELINES)
+
+
+def test_network_layers_are_what_the_models_feed():
+    """Each network layer (but ConvNeXt's 7x7, a model not written here) is
+    a convolution one of the e2e models runs at batch 8 and 112x112."""
+    fed = set()
+    for name in models.MODELS:
+        for _, (n, c, h, w), _, m in models.conv_layers(models.build(name), 112, batch=8):
+            fed.add((n, c, h, w, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0], m.groups))
+    for s in shapes.NETWORK:
+        if s.name.startswith("dw7"):
+            continue
+        assert (s.n, s.c, s.h, s.w, s.k, s.r, s.stride, s.pad, s.groups) in fed, s.name
 
 
 def test_select_quick_and_unknown():
     assert [s.name for s in shapes.select("cpu", quick=True)] == list(shapes.QUICK)
+    assert {"dw3_s1_c384_7x7", "g16_s2_c400_7x7"} <= set(shapes.QUICK)
     assert [s.name for s in shapes.select("cuda", ["grouped_3x3", "seed_fit"])] == ["seed_fit", "grouped_3x3"]
     with pytest.raises(ValueError, match="nope"):
         shapes.select("cpu", ["nope"])
@@ -252,11 +301,14 @@ def test_cli_rejects(argv, capsys):
 
 
 def test_help_of_every_entry_point(capsys):
-    for parse in (cli.parse_args, scaling.parse_args, e2e.parse_args):
+    from benchmarks import layers
+
+    for parse in (cli.parse_args, scaling.parse_args, e2e.parse_args, layers.parse_args):
         with pytest.raises(SystemExit) as exc:
             parse(["--help"])
         assert exc.value.code == 0
-        assert "--device" in capsys.readouterr().out
+        expected = "--models" if parse is layers.parse_args else "--device"  # layers runs on the CPU only
+        assert expected in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
@@ -267,9 +319,15 @@ def test_cuda_without_a_gpu_says_so():
 
 def test_e2e_and_scaling_args():
     args = e2e.parse_args(["--quick"])
-    assert (args.batch, args.image_size) == e2e.DEFAULTS[("cpu", True)]
+    assert (args.batch, args.image_size, args.rounds) == (*e2e.DEFAULTS[("cpu", True)], 1)
+    args = e2e.parse_args([])
+    assert (args.batch, args.image_size, args.rounds) == (8, 112, 3)  # issue 14's setting
+    assert args.models == list(models.MODELS)
     assert e2e.parse_args(["--device", "cuda"]).batch == 64
-    for bad in (["--dtype", "tf32"], ["--image-size", "16"], ["--batch", "0"]):
+    assert e2e.parse_args(["--models", "regnetx_400mf", "resnet18", "resnet18"]).models == \
+        ["regnetx_400mf", "resnet18"]
+    for bad in (["--dtype", "tf32"], ["--image-size", "16"], ["--batch", "0"], ["--batch", "1"],
+                ["--rounds", "0"], ["--models", "vgg16"]):
         with pytest.raises(SystemExit):
             e2e.parse_args(bad)
     with pytest.raises(SystemExit):
@@ -384,12 +442,188 @@ def test_resnet18_conv_flops_by_hand():
     assert sum(isinstance(m, torch.nn.Conv2d) for m in models.resnet18().modules()) == 20
 
 
-def test_e2e_tiny_run(tmp_path, one_thread):
-    rc = e2e.main([*one_thread, "--batch", "2", "--image-size", "32", "--reps", "1", "--json", str(tmp_path / "e.json"),
-                   "--markdown", str(tmp_path / "e.md")])
+# ------------------------------------------------------------------ models
+# torchvision's published parameter counts of the same architectures
+# (resnet18, mobilenet_v2, efficientnet_b0, regnet_x_400mf,
+# shufflenet_v2_x1_0) and their numbers of nn.Conv2d layers: written after the
+# same papers, the models must agree layer for layer.
+PUBLISHED = {
+    "resnet18": (11_689_512, 20),
+    "mobilenet_v2": (3_504_872, 52),
+    "efficientnet_b0": (5_288_548, 81),
+    "regnetx_400mf": (5_495_976, 71),
+    "shufflenet_v2": (2_278_604, 56),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_models_match_published_sizes(name):
+    model = models.build(name)
+    params, convs = PUBLISHED[name]
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == convs
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+
+
+def _kinds(name, size=112):
+    """{(kernel, stride, channels per group, depthwise)} of a model's layers
+    and the smallest plane each kind sees."""
+    out = {}
+    for _, (_, c, h, _), _, m in models.conv_layers(models.build(name), size):
+        key = (m.kernel_size[0], m.stride[0], c // m.groups, m.groups == c and c > 1)
+        out[key] = min(out.get(key, h), h)
+    return out
+
+
+def test_models_have_their_layer_kinds():
+    dw = lambda k, s: (k, s, 1, True)  # noqa: E731
+    mbv2, effnet = _kinds("mobilenet_v2"), _kinds("efficientnet_b0")
+    regnet, shuffle = _kinds("regnetx_400mf"), _kinds("shufflenet_v2")
+    assert mbv2[dw(3, 1)] == 4 and dw(3, 2) in mbv2  # depthwise down to 4x4 planes
+    assert {dw(5, 1), dw(5, 2), dw(3, 1), dw(3, 2)} <= set(effnet)
+    assert not any(g for (k, s, cg, g) in _kinds("resnet18"))
+    assert {(3, 1, 16, False), (3, 2, 16, False)} <= set(regnet)  # group width 16, both strides
+    assert all(cg == 16 for (k, s, cg, g) in regnet if k == 3 and (s, cg) != (2, 3))  # but the stem
+    assert dw(3, 2) in shuffle and dw(3, 1) in shuffle
+    # squeeze-excite: 1x1 convolutions on 1x1 planes, with bias
+    se = [m for n, shape, _, m in models.conv_layers(models.build("efficientnet_b0"), 112) if shape[2:] == (1, 1)]
+    assert len(se) == 32 and all(m.bias is not None and m.kernel_size == (1, 1) for m in se)
+
+
+def test_channel_shuffle_interleaves_halves():
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert models.channel_shuffle(x).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_model_names():
+    assert list(models.MODELS) == list(PUBLISHED)
+    with pytest.raises(ValueError, match="vgg"):
+        models.build("vgg")
+
+
+# --------------------------------------------------------------- e2e check
+def test_e2e_check_names_a_wrong_gradient():
+    """A model whose one convolution computes something slightly else fails
+    the check by far, naming the tensor furthest off."""
+    import copy
+
+    import conv_ext
+
+    torch.manual_seed(0)
+    theirs = models.build("shufflenet_v2")
+    ours = conv_ext.replace_conv2d(copy.deepcopy(theirs))
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    ours_err, torch_err, tol, err64, failed = e2e.check(theirs, ours, images, labels, e2e.FLOOR["float32"])
+    assert failed is None and ours_err <= tol and 0 < torch_err < 1e-4 and err64 < 1e-12
+    with torch.no_grad():
+        ours.features[2].branch2[2][0].weight.mul_(1 + 1e-3)  # the last 1x1 of the first unit, 0.1 % off
+    ours_err, _, tol, err64, failed = e2e.check(theirs, ours, images, labels, e2e.FLOOR["float32"])
+    assert ours_err > 10 * tol and err64 > 1e-6 and failed is not None
+    name = failed.split(":")[0]
+    assert name == "loss" or name in dict(ours.named_parameters())
+
+
+def test_smooth_replaces_only_the_kinks():
+    model = e2e.smooth(models.build("resnet18"))
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.ReLU not in kinds and torch.nn.MaxPool2d not in kinds
+    assert torch.nn.SiLU in kinds and torch.nn.AvgPool2d in kinds
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 20
+    assert not any(isinstance(m, torch.nn.ReLU6) for m in e2e.smooth(models.build("mobilenet_v2")).modules())
+
+
+def test_overhead_measures_both_cases():
+    from benchmarks import overhead
+
+    recs = overhead.measure("cpu", torch.float32, quick=True, rounds=1, tolerance=1e-5)
+    assert [r.case for r in recs] == list(overhead.CASES)
+    for r in recs:
+        assert r.ok and r.rel_err <= 1e-5 and r.ours_us > 0 and r.torch_us > 0
+        assert r.ratio == pytest.approx(r.ours_us / r.torch_us) == pytest.approx(1 / r.speedup)
+    # forward+backward does more than forward alone
+    assert recs[1].torch_us > recs[0].torch_us
+
+
+def test_isa_names(monkeypatch):
+    from benchmarks import machine
+
+    avx512 = {"avx2", "fma", "avx512f"}
+    assert machine.conv_ext_isa(avx512, "") == "avx512"
+    assert machine.conv_ext_isa(avx512, "avx2") == "avx2"
+    assert machine.conv_ext_isa(avx512, "scalar") == "scalar"
+    assert machine.conv_ext_isa({"avx2"}, "") == "scalar"  # AVX2 without FMA: the portable kernels
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "(CONV_EXT_CPU_ISA=avx2)" in machine.isa() and machine.isa().startswith("conv_ext ")
+    cmd = machine.command("p", ["--x"]).split()
+    assert {"CONV_EXT_CPU_ISA=avx2", "ONEDNN_MAX_CPU_ISA=AVX2"} <= set(cmd) and cmd[-2:] == ["p", "--x"]
+
+
+def test_e2e_quick_run(tmp_path, one_thread):
+    """The CI command, on one thread: every model checked and timed, the
+    overhead line, JSON, Markdown and plot written, and rendered again from
+    the JSON."""
+    out = tmp_path / "e2e"
+    rc = e2e.main([*one_thread, "--quick", "--reps", "1", "--no-progress", "--json", str(out / "e.json"),
+                   "--markdown", str(out / "e.md"), "--plot", str(out / "e.png")])
     assert rc == 0
-    (rec,) = json.loads((tmp_path / "e.json").read_text())
-    assert rec["ok"] and rec["ours_img_s"] > 0 and rec["torch_img_s"] > 0
-    assert rec["speedup"] == pytest.approx(rec["torch_ms"] / rec["ours_ms"])
-    assert rec["rel_err"] <= rec["tolerance"]
-    assert "MyConv2d img/s" in (tmp_path / "e.md").read_text()
+    results = json.loads((out / "e.json").read_text())
+    assert [r["model"] for r in results["models"]] == list(models.MODELS)
+    for rec in results["models"]:
+        assert rec["ok"] and rec["ours_img_s"] > 0 and rec["torch_img_s"] > 0 and rec["rounds"] == 1
+        assert rec["speedup"] == pytest.approx(rec["torch_ms"] / rec["ours_ms"])
+        assert rec["speedup_min"] == pytest.approx(rec["speedup"]) == pytest.approx(rec["speedup_max"])
+        assert rec["rel_err"] <= rec["tolerance"]
+        assert (rec["params"], rec["convs"]) == PUBLISHED[rec["model"]]
+        assert (rec["batch"], rec["image_size"]) == (2, 32)
+    assert results["geomean_speedup"] == pytest.approx(report.geomean([r["speedup"] for r in results["models"]]))
+    assert [o["case"] for o in results["overhead"]] == ["forward_no_grad", "forward_backward"]
+    setup = results["setup"]
+    assert setup["isa"].startswith("conv_ext ") and setup["threads"] == 1 and "--quick" in setup["command"]
+    md = (out / "e.md").read_text()
+    assert "MyConv2d img/s" in md and "| RegNetX-400MF | 71 |" in md and "**geomean**" in md
+    assert "| forward_backward |" in md and "ours / torch" in md
+    assert (out / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert e2e.main(["--from-json", str(out / "e.json"), "--markdown", str(out / "again.md")]) == 0
+    assert (out / "again.md").read_text() == md
+    (out / "old.json").write_text("[{}]")
+    with pytest.raises(SystemExit, match="earlier versions"):
+        e2e.main(["--from-json", str(out / "old.json")])
+
+
+def test_e2e_failed_check_is_flagged_not_timed(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(e2e, "check", lambda *a: (1e-6, 1e-6, -1.0, 0.0, "stem.0.weight: 1e-06 > -1"))
+    rc = e2e.main([*one_thread, "--quick", "--reps", "1", "--no-progress", "--no-overhead", "--models",
+                   "resnet18", "--json", str(tmp_path / "f.json")])
+    assert rc == 1
+    (rec,) = json.loads((tmp_path / "f.json").read_text())["models"]
+    assert not rec["ok"] and rec["ours_ms"] is None and rec["speedup"] is None and rec["torch_ms"] > 0
+    assert rec["error"].startswith("check failed: stem.0.weight")
+
+
+# ------------------------------------------------------------------ layers
+def test_layer_kinds_and_distinct_layers():
+    from benchmarks import layers
+
+    assert [layers.kind(shapes.get(n)) for n in ("dw3_s2_c96_56x56", "g16_s1_c400_4x4", "pw_c400_k400_4x4",
+                                                 "r50_res2_3x3", "dw7_s1_c384_7x7")] == \
+        ["dw3x3 s2", "g16 3x3 s1", "1x1 s1", "3x3 s1", "dw7x7 s1"]
+    for name, (_, convs) in PUBLISHED.items():
+        found = layers.distinct_layers(name, 8, 112)
+        assert sum(calls for _, calls in found) == convs  # every convolution counted once
+        assert len({s.describe() for s, _ in found}) == len(found)  # and each shape listed once
+    resnet = {s.describe(): calls for s, calls in layers.distinct_layers("resnet18", 8, 112)}
+    assert resnet["N8 C64 28x28 K64 3x3 s1 p1 d1 g1"] == 4  # stage 1: two blocks of two 3x3 layers
+
+
+def test_layers_tiny_run(tmp_path, one_thread):
+    from benchmarks import layers
+
+    rc = layers.main([*one_thread, "--models", "shufflenet_v2", "--batch", "2", "--image-size", "32", "--reps", "1",
+                      "--no-progress", "--top", "3", "--json", str(tmp_path / "l.json"),
+                      "--markdown", str(tmp_path / "l.md")])
+    assert rc == 0
+    recs = json.loads((tmp_path / "l.json").read_text())["layers"]
+    assert sum(r["calls"] for r in recs) == 56 and all(r["ok"] and r["ours_ms"] > 0 for r in recs)
+    md = (tmp_path / "l.md").read_text()
+    assert "#### shufflenet_v2: convolutions" in md and "| dw3x3 s2 |" in md and "time lost per step" in md

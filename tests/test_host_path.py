@@ -141,7 +141,7 @@ def test_overhead_benchmark_runs(capsys):
     import sys
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from benchmarks import overhead
+    from benchmarks import call_cost as overhead
 
     overhead.main(["--calls", "2", "--samples", "3", "--batch", "2", "--padding", "1", "--stride", "2"])
     out = capsys.readouterr().out
