@@ -134,7 +134,7 @@ CASES = {
                              r"not divisible by stride 2"),
     "cs231n-bad-cache": ("cs.conv_backward(gy.numpy(), (1, 2))", V, r"expected cache to be the \(x, w, b, conv_param\)"),
     "cs231n-dout-shape": ("cs.conv_backward(np.zeros((1, 2, 3, 3), np.float32), "
-                          "(x.numpy(), w.numpy(), b.numpy(), {'stride': 1, 'pad': 0}))", R, r"grad_output of shape \[1, 2, 4, 4\]"),
+                          "(x.numpy(), w.numpy(), b.numpy(), {'stride': 1, 'pad': 0}))", V, r"expected dout of shape \(1, 2, 4, 4\)"),
 }
 
 CUDA_CASES = {

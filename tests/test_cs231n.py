@@ -80,3 +80,33 @@ def test_bad_arrays():
         cs231n.conv_forward([[1.0]], np.zeros((1, 1, 1, 1)), None, {"stride": 1, "pad": 0})
     with pytest.raises(ValueError, match="expected cache"):
         cs231n.conv_backward(np.zeros((1, 1, 1, 1)), None)
+
+
+def _forward_case(x_shape, w_shape, b_shape, w_dtype=np.float64):
+    x, w = np.zeros(x_shape), np.zeros(w_shape, dtype=w_dtype)
+    b = None if b_shape is None else np.zeros(b_shape)
+    return lambda: cs231n.conv_forward(x, w, b, {"stride": 1, "pad": 1})
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (_forward_case((2, 3, 5, 5), (4, 2, 3, 3), (4,)), ValueError, r"expected w \(F, C, HH, WW\) to have C = 3 channels like x"),
+    (_forward_case((2, 3, 5, 5), (4, 3, 3, 3), (3,)), ValueError, r"expected b of shape \(4,\)"),
+    (_forward_case((2, 3, 5, 5), (4, 3, 3, 3), None, np.float32), RuntimeError,
+     r"^conv_forward: expected x and w to have the same dtype"),
+])
+def test_forward_errors_name_the_apis_arguments(call, error, match):
+    with pytest.raises(error, match=match) as info:
+        call()
+    assert not any(name in str(info.value) for name in ("weight", "bias", "conv2d_forward"))
+
+
+@pytest.mark.parametrize("dout, error, match", [
+    (np.zeros((2, 4, 4, 4)), ValueError, r"expected dout of shape \(2, 4, 5, 5\)"),
+    (np.zeros((4, 5, 5)), ValueError, r"expected dout of shape \(2, 4, 5, 5\)"),
+    (np.zeros((2, 4, 5, 5), dtype=np.float32), RuntimeError, r"^conv_backward: expected dout and w to have the same dtype"),
+])
+def test_backward_errors_name_the_apis_arguments(dout, error, match):
+    _, cache = cs231n.conv_forward(np.zeros((2, 3, 5, 5)), np.zeros((4, 3, 3, 3)), np.zeros(4), {"stride": 1, "pad": 1})
+    with pytest.raises(error, match=match) as info:
+        cs231n.conv_backward(dout, cache)
+    assert not any(name in str(info.value) for name in ("grad_output", "weight", "conv2d_backward"))
