@@ -83,6 +83,48 @@ def test_pattern_run_writes_its_figures(tmp_path):
 
 
 # ------------------------------------------------------------------------- fit
+def test_lesson_image_is_the_demos_image():
+    """The notebook draws the image with lesson_image; run() must draw the
+    same one from the same seed, so the notebook's maps are the demo's."""
+    clean, truth, noisy = pattern.lesson_image(torch.Generator().manual_seed(5))
+    assert clean.shape == noisy.shape == (1, 1, pattern.SIZE, pattern.SIZE)
+    rows, cols = truth
+    assert (clean[0, 0, :, cols] == 1).all() and (clean[0, 0, rows, :] == 1).all()
+    assert clean.sum() == pattern.SIZE * 2 * pattern.LINES - pattern.LINES ** 2
+    assert 0 < (noisy - clean).abs().max() <= pattern.LESSON_NOISE
+
+
+def test_pattern_plotly_figures_hold_the_maps():
+    from conv_ext.demos import pattern_figures
+
+    clean, _, noisy = pattern.lesson_image(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps = pattern.line_detector()(noisy)[0]
+    image = pattern_figures.image_figure(clean[0, 0], noisy[0, 0])
+    assert len(image.data) == 2
+    fmap = pattern_figures.maps_figure(maps)
+    assert len(fmap.data) == 4
+    # float32, two decimals: within 0.005 of the map, and half float64's size
+    for k, trace in enumerate(fmap.data):
+        z = torch.as_tensor(trace.z)
+        assert z.dtype == torch.float32
+        torch.testing.assert_close(z, maps[k], rtol=0, atol=0.0051)
+    assert len(pattern_figures.kernels_figure().data) == 4
+    assert len(pattern_figures.activations_figure(maps[3]).data) == 4
+
+
+def test_fit_weights_figure_has_a_tick_per_weight():
+    from conv_ext.demos import fit_figures
+
+    result = fit.run("unused", steps=20, every=10, figures=False, progress=False)
+    figure = fit_figures.weights_figure(result)
+    assert len(figure.data) == 3 * len(result.snapshots)
+    assert len(figure.layout.sliders[0].steps) == len(result.snapshots)
+    for axis in ("xaxis", "xaxis2", "xaxis3", "yaxis", "yaxis2", "yaxis3"):
+        layout = figure.layout[axis]
+        assert (layout.tickmode, layout.tick0, layout.dtick) == ("linear", 0, 1), axis
+
+
 def test_fit_recovers_the_filter(tmp_path, device):
     result = fit.run(str(tmp_path), device=device, steps=300, lr=0.2, every=100,
                      figures=device == "cpu", progress=False)

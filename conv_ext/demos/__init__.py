@@ -10,6 +10,8 @@ train    a small CNN on scikit-learn's digits, with nn.Conv2d and with MyConv2d
          from the same initial weights: same losses, accuracy, seconds per epoch.
 
 Each writes PNG figures and one self-contained HTML page into DIR and prints a
-one-line summary. They need the `demo` extra: pip install 'conv_ext[demo]'.
+one-line summary. The lesson notebook, docs/lesson.ipynb, runs the same
+functions cell by cell; lesson.py holds what it adds (numpy references for
+the convolution, im2col and Winograd) and re-executes it. They need the `demo` extra: pip install 'conv_ext[demo]'.
 """
 DEMOS = ("pattern", "fit", "train")

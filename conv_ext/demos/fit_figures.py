@@ -69,16 +69,10 @@ def _every(snaps):
     return snaps[1][0] - snaps[0][0] if len(snaps) > 1 else 0
 
 
-def page(out, result):
+def weights_figure(result):
+    """learned / target / difference heatmaps with a slider over the
+    snapshots (plotly); rows and columns are labelled by their index."""
     go, subplots = plotly()
-    curves = subplots.make_subplots(1, 2, subplot_titles=("MSE loss", "largest weight error"))
-    curves.add_trace(go.Scatter(x=list(range(1, len(result.losses) + 1)), y=result.losses,
-                                name="loss"), 1, 1)
-    curves.add_trace(go.Scatter(y=result.errors, name="weight error"), 1, 2)
-    curves.add_trace(go.Scatter(y=_predicted(result), name="predicted", line_dash="dash"), 1, 2)
-    curves.update_yaxes(type="log")
-    curves.update_xaxes(title_text="step")
-
     weights = subplots.make_subplots(1, 3, subplot_titles=("learned", "target", "learned - target"))
     span = max((w - result.target_filter).abs().max().item() for _, w in result.snapshots)
     per_snapshot = 3
@@ -96,7 +90,24 @@ def page(out, result):
               for i, (step, _) in enumerate(result.snapshots)]
     weights.update_layout(sliders=[dict(steps=slider, currentvalue=dict(prefix="step "))],
                           height=420)
-    weights.update_yaxes(autorange="reversed")
+    # One tick per weight: plotly's default ticks (-0.5, 0, 0.5, ...) fall
+    # between the rows and columns of a 3x3 filter.
+    weights.update_xaxes(tickmode="linear", tick0=0, dtick=1)
+    weights.update_yaxes(autorange="reversed", tickmode="linear", tick0=0, dtick=1)
+    return weights
+
+
+def page(out, result):
+    go, subplots = plotly()
+    curves = subplots.make_subplots(1, 2, subplot_titles=("MSE loss", "largest weight error"))
+    curves.add_trace(go.Scatter(x=list(range(1, len(result.losses) + 1)), y=result.losses,
+                                name="loss"), 1, 1)
+    curves.add_trace(go.Scatter(y=result.errors, name="weight error"), 1, 2)
+    curves.add_trace(go.Scatter(y=_predicted(result), name="predicted", line_dash="dash"), 1, 2)
+    curves.update_yaxes(type="log")
+    curves.update_xaxes(title_text="step")
+
+    weights = weights_figure(result)
 
     return write_html(out, "fit.html", "Learning a 3x3 filter with MyConv2d", result.summary(), [
         ("Loss and weight error", "Both fall geometrically; the dashed line is the rate the "

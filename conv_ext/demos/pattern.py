@@ -71,6 +71,13 @@ def add_noise(images, amplitude, generator):
     return images + amplitude * noise
 
 
+def lesson_image(generator):
+    """The lesson's image: one clean image (1, 1, SIZE, SIZE), its line
+    positions (rows, cols) and the image plus the lesson's noise U(-1, 1)."""
+    clean, truth = make_images(1, generator)
+    return clean, truth[0], add_noise(clean, LESSON_NOISE, generator)
+
+
 def line_detector(device="cpu"):
     """A MyConv2d holding the four kernels. padding=1 keeps the maps 100x100,
     so column c of a map is column c of the image."""
@@ -205,8 +212,8 @@ def run(out, device="cpu", seed=0, amplitudes=None, trials=50, figures=True):
     detector = line_detector(device)
     limits = thresholds(detector)
 
-    clean, truth = make_images(1, generator)
-    noisy = add_noise(clean, LESSON_NOISE, generator)
+    clean, truth, noisy = lesson_image(generator)
+    truth = [truth]
     with torch.no_grad():
         clean_maps = detector(clean.to(device))
         maps = detector(noisy.to(device))

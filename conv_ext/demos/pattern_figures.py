@@ -128,32 +128,64 @@ def sweep_png(out, result):
     return save_png(fig, out, "pattern_noise_sweep.png")
 
 
-def page(out, clean, noisy, maps, prof, limits, truth, result):
+def image_figure(clean, noisy):
+    """The clean and the noisy image side by side (plotly)."""
     go, subplots = plotly()
     image = subplots.make_subplots(1, 2, subplot_titles=("clean", "noisy"))
-    image.add_trace(go.Heatmap(z=clean.numpy(), colorscale="gray", showscale=False), 1, 1)
-    image.add_trace(go.Heatmap(z=noisy.numpy(), colorscale="gray"), 1, 2)
+    image.add_trace(go.Heatmap(z=_rounded(clean), colorscale="gray", showscale=False), 1, 1)
+    image.add_trace(go.Heatmap(z=_rounded(noisy), colorscale="gray"), 1, 2)
     _square(image, 2)
+    return image
 
+
+def kernels_figure():
+    """The four kernels as annotated heatmaps on one -1..1 scale (plotly)."""
+    go, subplots = plotly()
     kern = subplots.make_subplots(1, 4, subplot_titles=NAMES)
     for k in range(4):
         kern.add_trace(go.Heatmap(z=kernels()[k, 0].numpy(), coloraxis="coloraxis",
                                   text=kernels()[k, 0].numpy(), texttemplate="%{text:+.0f}"), 1, k + 1)
     kern.update_layout(coloraxis=dict(colorscale="RdBu_r", cmin=-1, cmax=1), height=320)
     _square(kern, 4)
+    return kern
 
+
+def maps_figure(maps):
+    """The four feature maps on one shared colour scale (plotly)."""
+    go, subplots = plotly()
     fmap = subplots.make_subplots(1, 4, subplot_titles=NAMES)
     for k in range(4):
-        fmap.add_trace(go.Heatmap(z=maps[k].numpy(), coloraxis="coloraxis"), 1, k + 1)
+        fmap.add_trace(go.Heatmap(z=_rounded(maps[k]), coloraxis="coloraxis"), 1, k + 1)
     fmap.update_layout(coloraxis=dict(colorscale="Viridis"), height=380)
     _square(fmap, 4)
+    return fmap
 
-    acts = activations(maps[3])
+
+def activations_figure(flank_map):
+    """The four activations of the flanked kernel's map (plotly)."""
+    go, subplots = plotly()
+    acts = activations(flank_map)
     act = subplots.make_subplots(2, 2, subplot_titles=list(acts))
     for i, value in enumerate(acts.values()):
-        act.add_trace(go.Heatmap(z=value.numpy(), showscale=False), i // 2 + 1, i % 2 + 1)
+        act.add_trace(go.Heatmap(z=_rounded(value), showscale=False), i // 2 + 1, i % 2 + 1)
     act.update_layout(height=800)
     _square(act, 4)
+    return act
+
+
+def _rounded(values, decimals=2):
+    """float32 to two decimals: all a colour shows. plotly stores a float64
+    array as 8 bytes a value, so float32 halves every page and notebook that
+    holds these 100x100 maps, and the rounding keeps them compressible."""
+    return values.float().numpy().round(decimals)
+
+
+def page(out, clean, noisy, maps, prof, limits, truth, result):
+    go, subplots = plotly()
+    image = image_figure(clean, noisy)
+    kern = kernels_figure()
+    fmap = maps_figure(maps)
+    act = activations_figure(maps[3])
 
     det = go.Figure()
     for k, name in enumerate(NAMES):
