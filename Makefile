@@ -1,6 +1,7 @@
-# Three commands set everything up on a fresh machine:
+# Two commands set everything up on a fresh machine:
 #   make demo   builds conv_ext and runs the demos into ./demo-output
 #   make test   builds conv_ext and runs the test suite
+# and one opens the lesson:
 #   make lesson builds conv_ext and opens the lesson notebook in JupyterLab
 # and one for a machine with a GPU (a dry run without one):
 #   make gpu-check   builds, tests, sanitizes and benchmarks the CUDA side

@@ -130,13 +130,32 @@ def test_every_cell_runs_and_is_stored_with_its_outputs(notebooks):
         assert not [o for o in cell.outputs if o.get("name") == "stderr"], cell.source[:80]
 
 
+# Quoted numbers that come out of float32 training, with the relative change
+# allowed between machines.
+TRAINED = {
+    "measured steps to 1e-3": 0.05,
+    "test accuracy with nn.Conv2d, %": 0.02,
+    "test accuracy with MyConv2d, %": 0.02,
+}
+
+
 def test_stored_numbers_are_the_fresh_run_and_the_text_quotes_them(notebooks):
     stored, fresh = notebooks
     now, then = lesson.quoted(fresh), lesson.quoted(stored)
     assert len(now) >= 15
-    assert then == now, "stale outputs: python -m conv_ext.demos.lesson refreshes them"
+    assert then.keys() == now.keys(), "stale outputs: python -m conv_ext.demos.lesson refreshes them"
+    for label in now:
+        if label in TRAINED:
+            # Outcomes of float32 training: another CPU's torch kernels (oneDNN
+            # picks per ISA) round differently, and a few steps or test images
+            # may move; the lesson's point does not.
+            rel = abs(float(now[label]) - float(then[label])) / abs(float(then[label]))
+            assert rel <= TRAINED[label], f"stale {label}: stored {then[label]}, fresh {now[label]}"
+        else:
+            assert then[label] == now[label], \
+                f"stale {label}: stored {then[label]}, fresh {now[label]} (python -m conv_ext.demos.lesson refreshes it)"
     text = _markdown(stored)
-    for label, value in now.items():
+    for label, value in then.items():
         if value in ("True", "False"):
             assert value == "True", label  # a check the lesson states as passed
         else:
