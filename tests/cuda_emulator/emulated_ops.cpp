@@ -4,6 +4,9 @@
 // mirrors its op entry in csrc/cuda/conv2d_*.cpp and takes an `algo`
 // (-1: the heuristic's choice; else a ConvAlgo) and, for grad weight, a
 // chunk count (-1: the heuristic's), so tests reach every kernel variant.
+// The heuristic's choice here is made with TF32 off (float32 exact), so that
+// the float tests of the SIMT kernels keep their tolerances; the TF32 and
+// 16-bit tensor-core kernels are reached by their explicit ConvAlgo.
 #include <torch/extension.h>
 
 #include "emulator.h"
@@ -25,10 +28,11 @@ struct EmuLaunch {
       void (*kernel)(Params),
       int64_t blocks,
       int threads,
-      const Params& params) const {
+      const Params& params,
+      int smem_bytes = 0) const {
     emu::launch(
         kernel, conv_ext::cuda::grid_size(blocks, "emulated launch"), threads,
-        params);
+        params, static_cast<size_t>(smem_bytes));
   }
 };
 
@@ -63,7 +67,9 @@ at::Tensor forward(
   }
   conv_ext::cuda::launch_forward(
       EmuLaunch{}, input, weight.contiguous(), b, s,
-      pick(algo, conv_ext::cuda::choose_forward_algo(s, input.scalar_type())),
+      pick(algo,
+           conv_ext::cuda::choose_forward_algo(
+               s, input.scalar_type(), false)),
       output);
   return output;
 }
@@ -91,7 +97,9 @@ at::Tensor forward_activation(
   const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
   conv_ext::cuda::launch_forward(
       EmuLaunch{}, input, weight.contiguous(), b, s,
-      pick(algo, conv_ext::cuda::choose_forward_algo(s, input.scalar_type())),
+      pick(algo,
+           conv_ext::cuda::choose_forward_algo(
+               s, input.scalar_type(), false)),
       output, conv_ext::make_epilogue(activation, negative_slope));
   return output;
 }
@@ -118,7 +126,7 @@ at::Tensor backward_input(
       EmuLaunch{}, grad_output, weight.contiguous(), s,
       pick(algo,
            conv_ext::cuda::choose_backward_input_algo(
-               s, grad_output.scalar_type())),
+               s, grad_output.scalar_type(), false)),
       grad_input);
   return grad_input;
 }
@@ -143,7 +151,8 @@ at::Tensor backward_weight(
   at::Tensor grad_weight = at::full(weight_size, NAN, options);
   const ConvAlgo a = pick(
       algo,
-      conv_ext::cuda::choose_backward_weight_algo(s, grad_output.scalar_type()));
+      conv_ext::cuda::choose_backward_weight_algo(
+          s, grad_output.scalar_type(), false));
   conv_ext::cuda::launch_backward_weight(
       EmuLaunch{}, grad_output, input, s, a,
       chunks < 0 ? conv_ext::cuda::backward_weight_chunks(s, a) : chunks,
@@ -166,7 +175,8 @@ at::Tensor backward_bias(const at::Tensor& grad_output) {
 }
 
 // The heuristic's choices for a problem: (forward, grad input, grad weight)
-// as ConvAlgo values, and the grad-weight chunk count.
+// as ConvAlgo values, and the grad-weight chunk count; allow_tf32 stands for
+// torch.backends.cudnn.allow_tf32.
 std::vector<int64_t> choices(
     std::vector<int64_t> input_size,
     std::vector<int64_t> weight_size,
@@ -174,15 +184,19 @@ std::vector<int64_t> choices(
     std::vector<int64_t> padding,
     std::vector<int64_t> dilation,
     int64_t groups,
-    at::ScalarType dtype) {
+    at::ScalarType dtype,
+    bool allow_tf32) {
   const at::Tensor input = at::empty(input_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
   const at::Tensor weight = at::empty(weight_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
   const ConvShape s = conv_ext::check_forward(
       input, weight, std::nullopt, stride, padding, dilation, groups);
-  const ConvAlgo w = conv_ext::cuda::choose_backward_weight_algo(s, dtype);
+  const ConvAlgo w =
+      conv_ext::cuda::choose_backward_weight_algo(s, dtype, allow_tf32);
   return {
-      static_cast<int64_t>(conv_ext::cuda::choose_forward_algo(s, dtype)),
-      static_cast<int64_t>(conv_ext::cuda::choose_backward_input_algo(s, dtype)),
+      static_cast<int64_t>(
+          conv_ext::cuda::choose_forward_algo(s, dtype, allow_tf32)),
+      static_cast<int64_t>(
+          conv_ext::cuda::choose_backward_input_algo(s, dtype, allow_tf32)),
       static_cast<int64_t>(w), conv_ext::cuda::backward_weight_chunks(s, w)};
 }
 
