@@ -14,7 +14,19 @@
 // barrier in gemm_tile.cuh, or block_sum's second one, does). It does not
 // model memory ordering or the timing of a GPU: compute-sanitizer's
 // racecheck on a GPU remains the real test for races.
+//
+// The tensor-core instructions that csrc/cuda/tensorop/ptx.cuh wraps (mma,
+// ldmatrix, cp.async) are modelled in ptx_emulated.h on top of the warp
+// exchange, the per-block dynamic shared memory and the per-thread cp.async
+// queues defined here. Dynamic shared memory starts as 0xFF bytes (NaN in
+// every floating type) in each block, so a read of a never-written element
+// shows in the result.
 #pragma once
+
+// Device code that needs an emulated form (ptx.cuh) tests this macro.
+#ifndef CONV_EXT_CUDA_EMULATOR
+#define CONV_EXT_CUDA_EMULATOR 1
+#endif
 
 #include <ucontext.h>
 
@@ -23,9 +35,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 struct EmuDim3 {
@@ -104,15 +118,90 @@ class Barrier {
   uint64_t generation_ = 0;
 };
 
+// Bytes each lane deposits in a warp exchange: room for an mma's fragments
+// (4 + 2 registers of A and B, 4 floats of C).
+constexpr size_t kWarpSlotBytes = 64;
+
 struct Warp {
   Barrier barrier{32};
-  unsigned char slots[32][16];
+  alignas(16) unsigned char slots[32][kWarpSlotBytes];
+  // Which warp-collective instruction each lane is in, so that lanes that
+  // diverged into different collectives are reported, not paired up.
+  const char* collective[32] = {};
+};
+
+// One thread's cp.async copies: the source is read at issue, the
+// destination written when a wait retires the copy's group (or, at the
+// latest, when the thread exits, as a GPU would still land it).
+struct CpAsyncCopy {
+  void* dst;
+  int bytes;
+  alignas(16) unsigned char data[16];
+};
+
+struct CpAsyncQueue {
+  std::vector<CpAsyncCopy> uncommitted;
+  std::deque<std::vector<CpAsyncCopy>> groups;  // oldest first
+
+  void commit() {
+    groups.push_back(std::move(uncommitted));
+    uncommitted.clear();
+  }
+  // cp.async.wait_group n: the oldest groups land until at most n remain.
+  void wait(size_t pending) {
+    while (groups.size() > pending) {
+      for (const CpAsyncCopy& c : groups.front()) {
+        std::memcpy(c.dst, c.data, c.bytes);
+      }
+      groups.pop_front();
+    }
+  }
+  void land_everything() {
+    commit();
+    wait(0);
+  }
+};
+
+// Where a cp.async destination stands between issue and wait. kStale (the
+// default) leaves the old bytes, so a read before the wait sees stale data;
+// kPoisoned fills it with 0xFF at issue, so that also a thread still reading
+// the previous contents of a stage that another thread is already refilling
+// (a missing barrier before the refill) reads NaN.
+enum class CpAsyncPending { kStale, kPoisoned };
+
+inline CpAsyncPending& cp_async_pending() {
+  static CpAsyncPending mode = CpAsyncPending::kStale;
+  return mode;
+}
+
+// The shared-memory limit of one block on sm_90 (227 KiB).
+constexpr size_t kMaxDynamicSmemBytes = 227 * 1024;
+
+struct FreeDeleter {
+  void operator()(void* p) const {
+    std::free(p);
+  }
 };
 
 struct Block {
-  explicit Block(int threads) : sync(threads), warps(threads / 32) {}
+  Block(int threads, size_t dynamic_smem_bytes)
+      : sync(threads),
+        warps(threads / 32),
+        cp_async(threads),
+        dynamic_smem_bytes(dynamic_smem_bytes) {
+    if (dynamic_smem_bytes > 0) {
+      // Exactly the requested size rounded to 16 bytes, so AddressSanitizer
+      // builds report reads and writes past it.
+      const size_t rounded = (dynamic_smem_bytes + 15) / 16 * 16;
+      dynamic_smem.reset(static_cast<unsigned char*>(std::aligned_alloc(16, rounded)));
+      std::memset(dynamic_smem.get(), 0xFF, rounded);
+    }
+  }
   Barrier sync;
   std::vector<Warp> warps;
+  std::vector<CpAsyncQueue> cp_async;  // one per thread
+  size_t dynamic_smem_bytes;
+  std::unique_ptr<unsigned char, FreeDeleter> dynamic_smem;
 };
 
 inline Block*& current_block() {
@@ -123,15 +212,30 @@ inline Block*& current_block() {
 inline void fiber_entry() {
   Scheduler* s = scheduler();
   s->body(s->params);
+  current_block()->cp_async[s->current].land_everything();
   s->done[s->current] = 1;
   // Returning resumes uc_link, the scheduler.
 }
 
-// Runs kernel(params) over a 1-D grid of `blocks` blocks of `threads`.
+// Runs kernel(params) over a 1-D grid of `blocks` blocks of `threads`, each
+// block with a fresh buffer of `dynamic_smem_bytes` (dynamic_smem<T>()).
 template <class Params>
-void launch(void (*kernel)(Params), unsigned blocks, int threads, const Params& params) {
+void launch(
+    void (*kernel)(Params),
+    unsigned blocks,
+    int threads,
+    const Params& params,
+    size_t dynamic_smem_bytes = 0) {
   if (threads % 32 != 0) {
     std::fprintf(stderr, "cuda emulator: block of %d threads is not whole warps\n", threads);
+    std::abort();
+  }
+  if (dynamic_smem_bytes > kMaxDynamicSmemBytes) {
+    std::fprintf(
+        stderr,
+        "cuda emulator: %zu bytes of dynamic shared memory exceed the %zu "
+        "bytes a block may have on sm_90\n",
+        dynamic_smem_bytes, kMaxDynamicSmemBytes);
     std::abort();
   }
   struct Closure {
@@ -166,7 +270,7 @@ void launch(void (*kernel)(Params), unsigned blocks, int threads, const Params& 
   std::iota(order.begin(), order.end(), 0);
   std::mt19937 rng(0x5eed + blocks);
   for (unsigned b = 0; b < blocks; ++b) {
-    Block block(threads);
+    Block block(threads, dynamic_smem_bytes);
     current_block() = &block;
     blockIdx = {b, 0, 0};
     for (int t = 0; t < threads; ++t) {
@@ -231,21 +335,61 @@ inline void __syncthreads() {
   emu::current_block()->sync.arrive_and_wait();
 }
 
+namespace emu {
+
+[[noreturn]] inline void fail_in_thread(const char* what) {
+  std::fprintf(
+      stderr, "cuda emulator: %s (thread %u of block %u)\n", what, threadIdx.x,
+      blockIdx.x);
+  std::abort();
+}
+
+// A warp-collective exchange: every lane of the calling thread's warp
+// deposits `mine`, waits for the other 31, then calls
+// use(deposit), where deposit(lane) returns that lane's `mine`; a second
+// barrier keeps the slots until every lane has used them. All 32 lanes must
+// call it (a lane that never arrives deadlocks the block, which the
+// scheduler reports), and all with the same `name`, the instruction's.
+template <class T, class Use>
+void warp_exchange(const char* name, const T& mine, Use&& use) {
+  static_assert(sizeof(T) <= kWarpSlotBytes, "warp slot size");
+  static_assert(std::is_trivially_copyable_v<T>, "deposits are copied bytes");
+  Warp& warp = current_block()->warps[threadIdx.x / 32];
+  const unsigned lane = threadIdx.x % 32;
+  std::memcpy(warp.slots[lane], &mine, sizeof(T));
+  warp.collective[lane] = name;
+  warp.barrier.arrive_and_wait();
+  for (int l = 0; l < 32; ++l) {
+    if (std::strcmp(warp.collective[l], name) != 0) {
+      std::fprintf(
+          stderr,
+          "cuda emulator: lanes of warp %u of block %u are in different "
+          "warp-collective instructions (lane %u in %s, lane %d in %s)\n",
+          threadIdx.x / 32, blockIdx.x, lane, name, l, warp.collective[l]);
+      std::abort();
+    }
+  }
+  use([&warp](int l) {
+    T value;
+    std::memcpy(&value, warp.slots[l], sizeof(T));
+    return value;
+  });
+  warp.barrier.arrive_and_wait();
+}
+
+}  // namespace emu
+
 template <typename T>
 T __shfl_down_sync(unsigned mask, T value, int delta) {
-  static_assert(sizeof(T) <= 16, "slot size");
   if (mask != 0xffffffffu) {
-    std::fprintf(stderr, "cuda emulator: only full-warp shuffles are modelled\n");
-    std::abort();
+    emu::fail_in_thread("only full-warp shuffles are modelled");
   }
-  emu::Warp& warp = emu::current_block()->warps[threadIdx.x / 32];
   const unsigned lane = threadIdx.x % 32;
-  std::memcpy(warp.slots[lane], &value, sizeof(T));
-  warp.barrier.arrive_and_wait();
   T out = value;
-  if (lane + delta < 32) {
-    std::memcpy(&out, warp.slots[lane + delta], sizeof(T));
-  }
-  warp.barrier.arrive_and_wait();
+  emu::warp_exchange("shfl.sync.down", value, [&](auto deposit) {
+    if (lane + delta < 32) {
+      out = deposit(lane + delta);
+    }
+  });
   return out;
 }
