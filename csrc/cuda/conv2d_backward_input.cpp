@@ -8,7 +8,7 @@
 
 #include "../conv_shape.h"
 #include "heuristics.h"
-#include "tf32.h"
+#include "math_mode.h"
 #include "launchers.h"
 
 namespace conv_ext::cuda {
@@ -34,7 +34,7 @@ at::Tensor conv2d_backward_input_cuda(
   // reached it), so no zero fill is needed.
   at::Tensor grad_input = at::empty(input_size, options);
   const ConvAlgo algo = choose_backward_input_algo(
-      s, grad_output.scalar_type(), tf32_allowed());
+      s, grad_output.scalar_type(), current_math_mode());
   backward_input(grad_output, weight.contiguous(), s, algo, grad_input);
   return grad_input;
 }

@@ -8,7 +8,7 @@
 
 #include "../conv_shape.h"
 #include "heuristics.h"
-#include "tf32.h"
+#include "math_mode.h"
 #include "launchers.h"
 
 namespace conv_ext::cuda {
@@ -33,7 +33,7 @@ at::Tensor conv2d_backward_weight_cuda(
   }
   at::Tensor grad_weight = at::empty(weight_size, options);
   const ConvAlgo algo = choose_backward_weight_algo(
-      s, grad_output.scalar_type(), tf32_allowed());
+      s, grad_output.scalar_type(), current_math_mode());
   backward_weight(grad_output, input, s, algo, grad_weight);
   return grad_weight;
 }

@@ -23,14 +23,24 @@ enum class ConvAlgo {
   kTensorOpLarge,  // tensor-core implicit GEMM, 128 x 128
 };
 
+// What the device and torch's settings allow, read by the op entries at
+// call time (math_mode.h).
+struct MathMode {
+  bool tensor_cores = false;  // compute capability >= 8.0: mma.sync for
+                              // tf32/bf16, cp.async (tensorop/ptx.cuh)
+  bool allow_tf32 = false;    // torch.backends.cudnn.allow_tf32
+};
+
 // Tensor cores or exact arithmetic: the rule nn.Conv2d follows. float16 and
 // bfloat16 always multiply on tensor cores (accumulating in float); float32
-// does in TF32 when torch.backends.cudnn.allow_tf32 is True at call time (the
-// op entries read it, as cuDNN's convolution does; True by default), and in
-// exact FP32 otherwise; float64 is always exact.
-inline bool use_tensor_cores(at::ScalarType dtype, bool allow_tf32) {
-  return dtype == at::kHalf || dtype == at::kBFloat16 ||
-      (dtype == at::kFloat && allow_tf32);
+// does in TF32 when torch.backends.cudnn.allow_tf32 is True at call time (as
+// cuDNN's convolution does; True by default), and in exact FP32 otherwise;
+// float64 is always exact. Devices before sm_80 run everything on the SIMT
+// kernels.
+inline bool use_tensor_cores(at::ScalarType dtype, MathMode mode) {
+  return mode.tensor_cores &&
+      (dtype == at::kHalf || dtype == at::kBFloat16 ||
+       (dtype == at::kFloat && mode.allow_tf32));
 }
 
 inline bool is_tensor_op(ConvAlgo algo) {
@@ -89,40 +99,40 @@ constexpr int64_t kMaxGemmTaps = int64_t{1} << 30;
 inline ConvAlgo choose_forward_algo(
     const ConvShape& s,
     at::ScalarType dtype,
-    bool allow_tf32) {
+    MathMode mode) {
   if (s.Kg() < kDirectBelowChannelsPerGroup ||
       s.Cg() * s.R * s.S >= kMaxGemmTaps) {
     return ConvAlgo::kDirect;
   }
   return choose_gemm_tile(
       s.N * s.P * s.Q, s.Kg(), s.G, dtype, false,
-      use_tensor_cores(dtype, allow_tf32));
+      use_tensor_cores(dtype, mode));
 }
 
 inline ConvAlgo choose_backward_input_algo(
     const ConvShape& s,
     at::ScalarType dtype,
-    bool allow_tf32) {
+    MathMode mode) {
   if (s.Cg() < kDirectBelowChannelsPerGroup ||
       s.Kg() * s.R * s.S >= kMaxGemmTaps) {
     return ConvAlgo::kDirect;
   }
   return choose_gemm_tile(
       s.N * s.H * s.W, s.Cg(), s.G, dtype, false,
-      use_tensor_cores(dtype, allow_tf32));
+      use_tensor_cores(dtype, mode));
 }
 
 inline ConvAlgo choose_backward_weight_algo(
     const ConvShape& s,
     at::ScalarType dtype,
-    bool allow_tf32) {
+    MathMode mode) {
   if (s.Kg() < kDirectBelowChannelsPerGroup ||
       s.Cg() * s.R * s.S >= kMaxGemmTaps) {
     return ConvAlgo::kDirect;
   }
   return choose_gemm_tile(
       s.Kg(), s.Cg() * s.R * s.S, s.G, dtype, true,
-      use_tensor_cores(dtype, allow_tf32));
+      use_tensor_cores(dtype, mode));
 }
 
 // Grad weight and grad bias reduce over all N*P*Q output pixels. The pixels

@@ -36,6 +36,9 @@ struct EmuLaunch {
   }
 };
 
+// An sm_80+ device with TF32 off (see above).
+constexpr conv_ext::cuda::MathMode kEmulatedMode{true, false};
+
 ConvAlgo pick(int64_t algo, ConvAlgo chosen) {
   return algo < 0 ? chosen : static_cast<ConvAlgo>(algo);
 }
@@ -69,7 +72,7 @@ at::Tensor forward(
       EmuLaunch{}, input, weight.contiguous(), b, s,
       pick(algo,
            conv_ext::cuda::choose_forward_algo(
-               s, input.scalar_type(), false)),
+               s, input.scalar_type(), kEmulatedMode)),
       output);
   return output;
 }
@@ -99,7 +102,7 @@ at::Tensor forward_activation(
       EmuLaunch{}, input, weight.contiguous(), b, s,
       pick(algo,
            conv_ext::cuda::choose_forward_algo(
-               s, input.scalar_type(), false)),
+               s, input.scalar_type(), kEmulatedMode)),
       output, conv_ext::make_epilogue(activation, negative_slope));
   return output;
 }
@@ -126,7 +129,7 @@ at::Tensor backward_input(
       EmuLaunch{}, grad_output, weight.contiguous(), s,
       pick(algo,
            conv_ext::cuda::choose_backward_input_algo(
-               s, grad_output.scalar_type(), false)),
+               s, grad_output.scalar_type(), kEmulatedMode)),
       grad_input);
   return grad_input;
 }
@@ -152,7 +155,7 @@ at::Tensor backward_weight(
   const ConvAlgo a = pick(
       algo,
       conv_ext::cuda::choose_backward_weight_algo(
-          s, grad_output.scalar_type(), false));
+          s, grad_output.scalar_type(), kEmulatedMode));
   conv_ext::cuda::launch_backward_weight(
       EmuLaunch{}, grad_output, input, s, a,
       chunks < 0 ? conv_ext::cuda::backward_weight_chunks(s, a) : chunks,
@@ -186,17 +189,18 @@ std::vector<int64_t> choices(
     int64_t groups,
     at::ScalarType dtype,
     bool allow_tf32) {
+  const conv_ext::cuda::MathMode mode{true, allow_tf32};
   const at::Tensor input = at::empty(input_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
   const at::Tensor weight = at::empty(weight_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
   const ConvShape s = conv_ext::check_forward(
       input, weight, std::nullopt, stride, padding, dilation, groups);
   const ConvAlgo w =
-      conv_ext::cuda::choose_backward_weight_algo(s, dtype, allow_tf32);
+      conv_ext::cuda::choose_backward_weight_algo(s, dtype, mode);
   return {
       static_cast<int64_t>(
-          conv_ext::cuda::choose_forward_algo(s, dtype, allow_tf32)),
+          conv_ext::cuda::choose_forward_algo(s, dtype, mode)),
       static_cast<int64_t>(
-          conv_ext::cuda::choose_backward_input_algo(s, dtype, allow_tf32)),
+          conv_ext::cuda::choose_backward_input_algo(s, dtype, mode)),
       static_cast<int64_t>(w), conv_ext::cuda::backward_weight_chunks(s, w)};
 }
 
