@@ -9,10 +9,10 @@
 # (cuobjdump --dump-resource-usage) and its HMMA, LDSM, LDGSTS, LDL/STL and
 # FFMA/DFMA counts.
 #
-#   bash .ci/check_sass.sh [path/to/conv_ext/_C*.so]
+#   bash .ci/check_sass.sh [path/to/conv_ext/_C*.so | objects.o ...]
 #
 # Without an argument, the extension that .ci/build_cuda.sh installed into
-# .venv-cuda is checked.
+# .venv-cuda is checked; nvcc objects of single .cu files work too.
 set -euo pipefail
 echo "== check_sass: tensor-core kernels have HMMA, no kernel uses local memory"
 
@@ -20,11 +20,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv-cuda"
 fail() { printf '\ncheck_sass: FAILED: %s\n' "$*" >&2; exit 1; }
 
-SO="${1:-}"
-if [ -z "$SO" ]; then
+FILES=("$@")
+if [ ${#FILES[@]} -eq 0 ]; then
   SO=$(find "$VENV/lib" -path '*site-packages/conv_ext/_C*.so' 2>/dev/null | head -1)
+  [ -n "$SO" ] || fail "no built conv_ext/_C*.so (run .ci/build_cuda.sh first or pass its path)"
+  FILES=("$SO")
 fi
-[ -n "$SO" ] && [ -f "$SO" ] || fail "no built conv_ext/_C*.so (run .ci/build_cuda.sh first or pass its path)"
+for f in "${FILES[@]}"; do
+  [ -f "$f" ] || fail "no such file: $f"
+done
 CUOBJDUMP="${CUOBJDUMP:-$(command -v cuobjdump || true)}"
 if [ -z "$CUOBJDUMP" ]; then
   CUOBJDUMP=$(find "$VENV" /usr/local/cuda/bin -name cuobjdump -type f 2>/dev/null | head -1 || true)
@@ -35,9 +39,10 @@ PY=python3
 
 SASS=$(mktemp) RES=$(mktemp)
 trap 'rm -f "$SASS" "$RES"' EXIT
-"$CUOBJDUMP" --dump-sass "$SO" > "$SASS" || fail "cuobjdump --dump-sass failed on $SO"
-"$CUOBJDUMP" --dump-resource-usage "$SO" > "$RES" || fail "cuobjdump --dump-resource-usage failed on $SO"
-
+for f in "${FILES[@]}"; do
+  "$CUOBJDUMP" --dump-sass "$f" >> "$SASS" || fail "cuobjdump --dump-sass failed on $f"
+  "$CUOBJDUMP" --dump-resource-usage "$f" >> "$RES" || fail "cuobjdump --dump-resource-usage failed on $f"
+done
 "$PY" - "$SASS" "$RES" <<'PY'
 import re
 import shutil

@@ -72,7 +72,7 @@ tap_source(int64_t x_padded, int64_t tap, int64_t stride, int64_t extent) {
   }
   int64_t o = v;
   if (stride != 1) {
-    o = v / stride;
+    o = div_nonnegative(v, stride);
     if (o * stride != v) {
       return -1;
     }
