@@ -55,7 +55,14 @@ res_text = open(sys.argv[2]).read()
 # Kernels allowed to use local memory, by a substring of the demangled name,
 # each with the reason. Keep this empty unless a spill is understood and
 # cheaper to keep than to remove.
-ALLOWED_LOCAL = {}
+ALLOWED_LOCAL = {
+    "direct_backward_input_kernel<double, long>":
+        "the 64-bit-index variant, run only when grad_input has 2^31 elements or more: its "
+        "Divmod<int64_t> splits the flat index with the 64-bit division subroutine, and around "
+        "that call ptxas keeps 32 bytes of live float64 state on the stack (LDL/STL per element, "
+        "against 8+ bytes of grad_output and weight traffic per tap: not the bottleneck). The "
+        "32-bit variant every other size runs has no local memory.",
+}
 
 def demangle(names):
     if not names or shutil.which("c++filt") is None:
@@ -100,7 +107,10 @@ for n in names:
     if "tensorop" in n and k["HMMA"] == 0:
         errors.append(f"tensor-core kernel without HMMA: {pretty[n]}")
     uses_local = k["LDL"] + k["STL"] > 0 or stack > 0 or local > 0
-    if uses_local and not any(a in pretty[n] for a in ALLOWED_LOCAL):
+    allowed = [a for a in ALLOWED_LOCAL if a in short(n)]
+    if uses_local and allowed:
+        print(f"      allowed: {ALLOWED_LOCAL[allowed[0]]}")
+    if uses_local and not allowed:
         errors.append(f"local memory (LDL {k['LDL']}, STL {k['STL']}, stack {stack} B) in {pretty[n]}")
 
 tensorop = [n for n in names if "tensorop" in n]
