@@ -16,11 +16,11 @@
 namespace conv_ext::cuda {
 
 enum class ConvAlgo {
-  kDirect,     // one thread per output element (direct_*.cuh)
-  kGemmSmall,  // implicit GEMM, 64 x 64 tiles (gemm_tile.cuh SmallTile)
-  kGemmLarge,  // implicit GEMM, 128 x 128 tiles (LargeTile)
-  kTensorOpSmall,  // tensor-core implicit GEMM, 64 x 64 (tensorop/mainloop.cuh)
-  kTensorOpLarge,  // tensor-core implicit GEMM, 128 x 128
+  kDirect,         // one thread per output element (direct_*.cuh)
+  kGemmSmall,      // implicit GEMM, 64 x 64 tiles (gemm_tile.cuh SmallTile)
+  kGemmLarge,      // implicit GEMM, 128 x 128 tiles (LargeTile)
+  kTensorOpSmall,  // tensor cores, 64 x 64 (tensorop/mainloop.cuh)
+  kTensorOpLarge,  // tensor cores, 128 x 128 (LargeTensorTile)
 };
 
 // What the device and torch's settings allow, read by the op entries at
