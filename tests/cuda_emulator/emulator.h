@@ -59,6 +59,7 @@ inline EmuDim3 gridDim;
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 namespace emu {
 
@@ -172,6 +173,22 @@ enum class CpAsyncPending { kStale, kPoisoned };
 inline CpAsyncPending& cp_async_pending() {
   static CpAsyncPending mode = CpAsyncPending::kStale;
   return mode;
+}
+
+// Shared-memory bank conflicts of ldmatrix, counted as a GPU serves them:
+// each 8x8 matrix is one 128-byte wavefront when its eight 16-byte rows
+// fall in distinct groups of four banks ((address / 16) % 8), and one more
+// wavefront for each further distinct row in the most crowded group. Tests
+// reset the counters, run a kernel, and require extra_wavefronts == 0 of a
+// layout meant to be conflict-free (padded or swizzled).
+struct SharedMemoryStats {
+  uint64_t ldmatrix_matrices = 0;
+  uint64_t ldmatrix_extra_wavefronts = 0;
+};
+
+inline SharedMemoryStats& shared_memory_stats() {
+  static SharedMemoryStats stats;
+  return stats;
 }
 
 // The shared-memory limit of one block on sm_90 (227 KiB).
@@ -378,6 +395,14 @@ void warp_exchange(const char* name, const T& mine, Use&& use) {
 }
 
 }  // namespace emu
+
+// A warp barrier (full warps only, like every warp exchange here).
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (mask != 0xffffffffu) {
+    emu::fail_in_thread("only full-warp __syncwarp is modelled");
+  }
+  emu::warp_exchange("bar.warp.sync", '\0', [](auto) {});
+}
 
 template <typename T>
 T __shfl_down_sync(unsigned mask, T value, int delta) {

@@ -13,7 +13,8 @@
 //    instruction (tensor cores add the products of one instruction in a
 //    wide adder; their exact rounding is not modelled).
 //  - ldmatrix: rows read from the addresses lanes give, which must be
-//    16-byte aligned; lanes past the matrices used are ignored.
+//    16-byte aligned; lanes past the matrices used are ignored; bank
+//    conflicts counted in emu::shared_memory_stats().
 //  - cp.async: source read at issue, destination written only when a wait of
 //    the issuing thread retires its group (emu::CpAsyncQueue), so reading a
 //    stage before its wait sees stale (or, with emu::CpAsyncPending::
@@ -22,6 +23,7 @@
 
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -52,7 +54,8 @@ namespace conv_ext::cuda::ptx {
 // away from zero, a carry into the exponent being the correct rounding up
 // to the next binade or to infinity; infinities pass unchanged, and NaNs
 // keep their sign and top 10 payload bits (a NaN whose payload lies only
-// in the low 13 bits becomes an infinity, as on the GPU).
+// in the low 13 bits becomes an infinity, as that SASS does; read from the
+// compiled code, not run on a GPU).
 inline uint32_t to_tf32(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, 4);
@@ -173,6 +176,31 @@ inline void mma_f16_m16n8k16(
 
 namespace emulated {
 
+// Adds one ldmatrix's matrices and their extra wavefronts to
+// emu::shared_memory_stats(); deposit(l) is the row address of lane l.
+template <class Deposit>
+void count_bank_conflicts(int matrices, Deposit deposit) {
+  emu::SharedMemoryStats& stats = emu::shared_memory_stats();
+  for (int i = 0; i < matrices; ++i) {
+    uintptr_t rows[8];
+    int distinct = 0;
+    for (int r = 0; r < 8; ++r) {
+      const uintptr_t address = reinterpret_cast<uintptr_t>(deposit(8 * i + r));
+      // The same row twice is one read, broadcast.
+      if (std::find(rows, rows + distinct, address) == rows + distinct) {
+        rows[distinct++] = address;
+      }
+    }
+    int per_group[8] = {};
+    int wavefronts = 0;
+    for (int r = 0; r < distinct; ++r) {
+      wavefronts = std::max(wavefronts, ++per_group[(rows[r] / 16) % 8]);
+    }
+    stats.ldmatrix_matrices += 1;
+    stats.ldmatrix_extra_wavefronts += wavefronts - 1;
+  }
+}
+
 // ldmatrix.m8n8 of `kMatrices` matrices: lane l reads, from matrix i, row
 // l / 4 (column 2(l%4) and the next) or, transposed, rows 2(l%4) and
 // 2(l%4)+1 at column l / 4.
@@ -193,6 +221,9 @@ void ldmatrix(uint32_t* r, const void* smem_row, const char* name) {
       std::memcpy(&v, static_cast<const uint16_t*>(deposit(8 * matrix + row)) + col, 2);
       return static_cast<uint32_t>(v);
     };
+    if (lane == 0) {
+      count_bank_conflicts(kMatrices, deposit);
+    }
     for (int i = 0; i < kMatrices; ++i) {
       const int row = lane / 4, col = 2 * (lane % 4);
       r[i] = kTrans ? element(i, col, row) | element(i, col + 1, row) << 16

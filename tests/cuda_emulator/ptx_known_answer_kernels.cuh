@@ -65,10 +65,13 @@ __global__ void to_tf32_kernel(Tf32Params p) {
 
 // Four 8x8 b16 matrices `rows` (matrix-major, row-major) are copied to
 // shared memory, row j (matrix j / 8, row j % 8) into 16-byte slot
-// slot_of_row[j] of the dynamic buffer, so that the addresses, not the
+// slot_of_row[j] (< kLdmatrixSlots) of the dynamic buffer, so that the
+// addresses, not the
 // order in memory, say which row is which. Lane l then passes the address
 // of row l, or a misaligned address past the rows the variant reads (which
 // ldmatrix must ignore), and stores its registers in out[l][0..3].
+constexpr int kLdmatrixSlots = 64;
+
 enum LdmatrixVariant : int { kX1 = 0, kX2 = 1, kX4 = 2, kX2Trans = 3, kX4Trans = 4 };
 
 struct LdmatrixParams {
@@ -191,6 +194,25 @@ __global__ void cp_async_kernel(CpAsyncParams p) {
   record(4);
   ptx::cp_async_wait_all();
   record(5);
+}
+
+// Lane l writes word l of a shared array, then (after __syncwarp when
+// `sync`) reads word l + 1: without the warp barrier a lane that runs
+// before its neighbour reads the old value, which the emulator's random
+// resume order makes happen.
+struct SyncwarpParams {
+  uint32_t* out;
+  int sync;
+};
+
+__global__ void syncwarp_kernel(SyncwarpParams p) {
+  const int lane = threadIdx.x % 32;
+  uint32_t* words = conv_ext::cuda::dynamic_smem<uint32_t>();
+  words[lane] = 0x100 + lane;
+  if (p.sync) {
+    __syncwarp();
+  }
+  p.out[lane] = words[(lane + 1) % 32];
 }
 
 }  // namespace conv_ext::ptx_kat

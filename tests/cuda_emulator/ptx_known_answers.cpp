@@ -52,7 +52,9 @@ at::Tensor ldmatrix(const at::Tensor& rows, const at::Tensor& slot_of_row, int64
   at::Tensor out = at::zeros({32, 4}, rows.options().dtype(at::kInt));
   kat::LdmatrixParams p{ptr<uint16_t>(rows), ptr<int32_t>(slot_of_row), ptr<uint32_t>(out),
                         static_cast<int>(variant), static_cast<int>(misaligned_lane)};
-  emu::launch(kat::ldmatrix_kernel, 1, 32, p, 32 * 16);
+  TORCH_CHECK(slot_of_row.min().item<int>() >= 0 && slot_of_row.max().item<int>() < kat::kLdmatrixSlots,
+              "slot_of_row: expected slots in [0, ", kat::kLdmatrixSlots, ")");
+  emu::launch(kat::ldmatrix_kernel, 1, 32, p, kat::kLdmatrixSlots * 16);
   return out;
 }
 
@@ -71,6 +73,22 @@ at::Tensor cp_async(const at::Tensor& src, bool poisoned, int64_t misalign_size,
               threads * 16 * sizeof(uint32_t));
   emu::cp_async_pending() = saved;
   return log;
+}
+
+at::Tensor syncwarp(bool sync) {
+  at::Tensor out = at::empty({32}, at::TensorOptions().dtype(at::kInt));
+  kat::SyncwarpParams p{ptr<uint32_t>(out), sync ? 1 : 0};
+  emu::launch(kat::syncwarp_kernel, 1, 32, p, 32 * sizeof(uint32_t));
+  return out;
+}
+
+// The ldmatrix bank-conflict counters since the last call (then reset).
+std::vector<int64_t> ldmatrix_conflicts() {
+  emu::SharedMemoryStats& stats = emu::shared_memory_stats();
+  std::vector<int64_t> out{static_cast<int64_t>(stats.ldmatrix_matrices),
+                           static_cast<int64_t>(stats.ldmatrix_extra_wavefronts)};
+  stats = emu::SharedMemoryStats{};
+  return out;
 }
 
 // Misuse the emulator must refuse (each aborts the process, so the tests
@@ -113,5 +131,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("to_tf32", &to_tf32, "cvt.rna.tf32.f32 of each element, as int32 bits");
   m.def("ldmatrix", &ldmatrix, "one ldmatrix per lane; variant 0 x1, 1 x2, 2 x4, 3 x2.trans, 4 x4.trans");
   m.def("cp_async", &cp_async, "the cp.async sequence of cp_async_kernel, logged per step");
+  m.def("syncwarp", &syncwarp, "each lane reads its neighbour's word, after __syncwarp when `sync`");
+  m.def("ldmatrix_conflicts", &ldmatrix_conflicts, "[matrices, extra wavefronts] since the last call; resets");
   m.def("misuse", &misuse, "0: warp split between mma and shfl; 1: half a warp in mma; 2: no dynamic smem");
 }
