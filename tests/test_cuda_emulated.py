@@ -447,6 +447,41 @@ def test_tensorop_empty_batch():
     assert torch.equal(gw, torch.zeros(16, 8, 3, 3, dtype=torch.half))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("algo", TENSOR_OPS)
+def test_tensorop_ldmatrix_without_bank_conflicts(algo, dtype):
+    """The padded 80-byte rows of the stages put the eight rows of every
+    8x8 matrix ldmatrix reads in distinct bank groups: no extra wavefront,
+    in every pass."""
+    m = emulated()
+    x, w = torch.randn(2, 16, 6, 7).to(dtype), torch.randn(24, 16, 3, 3).to(dtype)
+    gy = torch.randn(2, 24, 6, 7).to(dtype)
+    m.take_ldmatrix_stats()
+    m.forward(x, w, None, [1, 1], [1, 1], [1, 1], 1, algo)
+    m.backward_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1, algo)
+    m.backward_weight(gy, x, list(w.shape), [1, 1], [1, 1], [1, 1], 1, algo, 2)
+    matrices, extra = m.take_ldmatrix_stats()
+    assert matrices > 0 and extra == 0, (matrices, extra)
+
+
+def test_tensorop_ring_with_poisoned_pending_copies():
+    """A pending cp.async poisons its destination until its wait: a thread
+    that still read a stage another thread has begun to refill (a missing
+    barrier before the refill) would read NaN. Every pass stays exact."""
+    m = emulated()
+    shape = TENSOR_SHAPES[2]
+    x, w, b, gy, ref, mag = _tf32_case(shape, True, seed=6)
+    _, _, stride, padding, dilation, groups = _conf(shape)
+    m.set_cp_async_poisoned(True)
+    try:
+        got = _emulated_all(x, w, b, gy, stride, padding, dilation, groups, TENSOR_SMALL, 2)
+    finally:
+        m.set_cp_async_poisoned(False)
+    terms = {"output": 3 * 15 + 1, "grad_input": 20 * 15, "grad_weight": gy[0, 0].numel() + 2}
+    for name, g, rf, mg in zip(("output", "grad_input", "grad_weight"), got, ref, mag):
+        _assert_tf32_close(name, g, rf, mg, terms[name])
+
+
 def test_tensor_core_dispatch_rule():
     """float16 / bfloat16 always on tensor cores, float32 only with TF32
     allowed, float64 never; the direct kernels keep tiny channel counts."""

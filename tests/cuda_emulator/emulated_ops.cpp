@@ -204,6 +204,25 @@ std::vector<int64_t> choices(
       static_cast<int64_t>(w), conv_ext::cuda::backward_weight_chunks(s, w)};
 }
 
+// ldmatrix's shared-memory wavefronts since the last call: (8x8 matrices
+// read, extra wavefronts from bank conflicts), then the counters reset.
+std::vector<int64_t> take_ldmatrix_stats() {
+  emu::SharedMemoryStats& stats = emu::shared_memory_stats();
+  const std::vector<int64_t> out{
+      static_cast<int64_t>(stats.ldmatrix_matrices),
+      static_cast<int64_t>(stats.ldmatrix_extra_wavefronts)};
+  stats = emu::SharedMemoryStats{};
+  return out;
+}
+
+// Poisoned: a cp.async destination reads as NaN from issue until its wait,
+// so a thread still reading a stage that another thread already refills
+// shows (emulator.h, CpAsyncPending).
+void set_cp_async_poisoned(bool poisoned) {
+  emu::cp_async_pending() =
+      poisoned ? emu::CpAsyncPending::kPoisoned : emu::CpAsyncPending::kStale;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -213,4 +232,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_weight", &backward_weight);
   m.def("backward_bias", &backward_bias);
   m.def("choices", &choices);
+  m.def("take_ldmatrix_stats", &take_ldmatrix_stats);
+  m.def("set_cp_async_poisoned", &set_cp_async_poisoned);
 }
