@@ -289,7 +289,8 @@ def test_randomized_sweep():
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups): channel counts
 # that are not multiples of 8, strides that give grad input several phases
-# (and phases no tap reaches), dilations, groups, tiles cut at every edge.
+# (and phases no tap reaches), dilations, groups, tiles cut at every edge,
+# and 1x1 filters without padding (the plain-GEMM fetch).
 TENSOR_SHAPES = [
     (2, 5, 9, 8, 7, 3, 3, (1, 1), (1, 1), (1, 1), 1),
     (2, 6, 11, 9, 6, 3, 2, (2, 1), (1, 0), (2, 1), 3),
@@ -298,6 +299,7 @@ TENSOR_SHAPES = [
     (1, 17, 4, 4, 130, 2, 1, (1, 1), (0, 0), (1, 1), 1),
     (1, 16, 5, 6, 16, 1, 1, (2, 2), (0, 0), (1, 1), 1),
     (3, 8, 10, 9, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (2, 24, 5, 7, 40, 1, 1, (1, 1), (0, 0), (1, 1), 1),  # 1x1: the plain GEMM
 ]
 
 

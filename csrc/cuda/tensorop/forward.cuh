@@ -4,7 +4,8 @@
 // in channels_last a run of channels of one tap is contiguous and moves by
 // 16-byte cp.async. Wp is the weight packed on the host as K rows of
 // R*S*C/G taps in that order, zero-padded to whole BK slices: its rows are
-// 16-byte aligned and always move by 16 bytes.
+// 16-byte aligned and always move by 16 bytes. A 1x1 filter without padding
+// is a plain GEMM (kPointwise): no index splitting or bounds tests.
 //
 // Grad input reuses this kernel (backward_input.cuh): each stride phase of
 // grad_input is a stride-1 convolution of grad_output with a flipped, packed
@@ -110,7 +111,10 @@ int64_t forward_blocks(const ForwardParams<scalar_t>& p) {
 }
 
 // kVecA: the im2col operand moves by 16 bytes (channels_vectorizable).
-template <typename scalar_t, class Tile, bool kVecA>
+// kPointwise: a 1x1 filter without padding (is_pointwise), a plain GEMM:
+// every tap is in the image, so row m's reduction element c is the pixel's
+// address plus c channels, with no index splitting or bounds test.
+template <typename scalar_t, class Tile, bool kVecA, bool kPointwise>
 __global__ void __launch_bounds__(Tile::kThreads)
     tensorop_forward_kernel(const ForwardParams<scalar_t> p) {
   constexpr int BK = MmaOp<scalar_t>::kBK;
@@ -143,6 +147,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
     x_base[s] = n * p.xs.d0 + g * d.Cg * p.xs.d1;
     h0[s] = pp * d.stride_h - d.pad_h;
     w0[s] = qq * d.stride_w - d.pad_w;
+    if (kPointwise) {
+      x_base[s] += h0[s] * p.xs.d2 + w0[s] * p.xs.d3;
+    }
   }
   const scalar_t* w_group = p.weight + (g * d.Kg + k0) * int64_t{p.crs_pad};
   const int64_t cols = d.Kg - k0;  // valid rows of this B tile
@@ -153,6 +160,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
       const uint32_t kidx = kbase + k;
       if (!m_ok[s] || kidx >= p.crs) {
         return -1;
+      }
+      if constexpr (kPointwise) {
+        return x_base[s] + kidx * p.xs.d1;
       }
       const uint32_t rs = p.cg_div.div(kidx);
       const uint32_t c = kidx - rs * static_cast<uint32_t>(d.Cg);
@@ -213,15 +223,25 @@ __global__ void __launch_bounds__(Tile::kThreads)
   }
 }
 
+inline bool is_pointwise(const ConvDims& d) {
+  return d.R == 1 && d.S == 1 && d.pad_h == 0 && d.pad_w == 0;
+}
+
 // Launches the forward over `p` with Tile, choosing the im2col fetch.
 template <class Tile, typename scalar_t, class Launch>
 void launch_forward_params(const Launch& launch, const ForwardParams<scalar_t>& p) {
-  if (channels_vectorizable(p.input, p.xs, p.d.Cg)) {
-    launch(tensorop_forward_kernel<scalar_t, Tile, true>,
+  const auto run = [&](auto vec, auto pointwise) {
+    launch(tensorop_forward_kernel<scalar_t, Tile, decltype(vec)::value,
+                                   decltype(pointwise)::value>,
            forward_blocks<Tile>(p), Tile::kThreads, p, Tile::kSmemBytes);
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  const bool vec = channels_vectorizable(p.input, p.xs, p.d.Cg);
+  if (is_pointwise(p.d)) {
+    vec ? run(Yes{}, Yes{}) : run(No{}, Yes{});
   } else {
-    launch(tensorop_forward_kernel<scalar_t, Tile, false>,
-           forward_blocks<Tile>(p), Tile::kThreads, p, Tile::kSmemBytes);
+    vec ? run(Yes{}, No{}) : run(No{}, No{});
   }
 }
 
