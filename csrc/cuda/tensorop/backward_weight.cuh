@@ -73,7 +73,7 @@ int64_t backward_weight_blocks(const BackwardWeightParams<scalar_t>& p) {
 }
 
 template <typename scalar_t, class Tile>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     tensorop_backward_weight_kernel(const BackwardWeightParams<scalar_t> p) {
   constexpr int BK = MmaOp<scalar_t>::kBK;
   const ConvDims& d = p.d;
@@ -102,9 +102,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
     const bool l_ok = l < l_end;
     int64_t n = 0, pp = 0, qq = 0;
     if (l_ok) {
-      n = l / (d.P * d.Q);
+      n = div_nonnegative(l, d.P * d.Q);
       const int64_t pq = l - n * (d.P * d.Q);
-      pp = pq / d.Q;
+      pp = div_nonnegative(pq, d.Q);
       qq = pq - pp * d.Q;
     }
     const int64_t dy_pixel = n * p.ys.d0 + pp * p.ys.d2 + qq * p.ys.d3;

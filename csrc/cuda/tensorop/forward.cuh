@@ -115,7 +115,7 @@ int64_t forward_blocks(const ForwardParams<scalar_t>& p) {
 // every tap is in the image, so row m's reduction element c is the pixel's
 // address plus c channels, with no index splitting or bounds test.
 template <typename scalar_t, class Tile, bool kVecA, bool kPointwise>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     tensorop_forward_kernel(const ForwardParams<scalar_t> p) {
   constexpr int BK = MmaOp<scalar_t>::kBK;
   const ConvDims& d = p.d;
@@ -140,9 +140,9 @@ __global__ void __launch_bounds__(Tile::kThreads)
   for (int s = 0; s < AFetch::kRows; ++s) {
     const int64_t m = m0 + af.slot_row(s);
     m_ok[s] = m < p.M;
-    const int64_t n = m_ok[s] ? m / (d.P * d.Q) : 0;
+    const int64_t n = m_ok[s] ? div_nonnegative(m, d.P * d.Q) : 0;
     const int64_t pq = m - n * (d.P * d.Q);
-    const int64_t pp = pq / d.Q;
+    const int64_t pp = div_nonnegative(pq, d.Q);
     const int64_t qq = pq - pp * d.Q;
     x_base[s] = n * p.xs.d0 + g * d.Cg * p.xs.d1;
     h0[s] = pp * d.stride_h - d.pad_h;
@@ -198,9 +198,11 @@ __global__ void __launch_bounds__(Tile::kThreads)
       if (m >= p.M) {
         continue;
       }
-      const int64_t n = m / (d.P * d.Q);
+      // Inline divisions (conv_params.cuh): the 64-bit subroutine's calls
+      // made ptxas keep values on the stack in this epilogue.
+      const int64_t n = div_nonnegative(m, d.P * d.Q);
       const int64_t pq = m - n * (d.P * d.Q);
-      const int64_t pp = pq / d.Q;
+      const int64_t pp = div_nonnegative(pq, d.Q);
       const int64_t qq = pq - pp * d.Q;
       scalar_t* y = p.output + n * p.ys.d0 + pp * p.ys.d2 + qq * p.ys.d3;
 #pragma unroll

@@ -26,10 +26,11 @@
 //          per k-step, staging <= 16 registers (16-bit generic fetch);
 //          ptxas reports the totals (README, CUDA section). Shared memory:
 //          3 x (128 + 128) x 80 B = 60 KiB, dynamic (over the 48 KiB static
-//          limit): three blocks per H100 SM (228 KiB).
+//          limit); compiled for one block per SM (up to 255 registers;
+//          ptxas takes about 150-170, no spills).
 //   Small:  64 x 64 block, 4 warps 2 x 2 of 32 x 32, 128 threads, 4 stages.
-//          Accumulators 32 floats per thread. Shared memory:
-//          4 x (64 + 64) x 80 B = 40 KiB.
+//          Accumulators 32 floats per thread, <= 128 registers (four blocks
+//          per SM). Shared memory: 4 x (64 + 64) x 80 B = 40 KiB.
 //
 // The main loop owns every cp.async commit/wait and every barrier; a pass
 // supplies only its operand fetches (issue cp.async into a stage, or load
@@ -51,9 +52,12 @@ constexpr int kRowBytes = 64;     // BK elements of one operand row
 constexpr int kRowPitch = 80;     // padded: conflict-free ldmatrix phases
 constexpr int kChunksPerRow = kRowBytes / 16;
 
-template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_>
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_, int MIN_BLOCKS_>
 struct TensorTile {
   static constexpr int BM = BM_, BN = BN_, STAGES = STAGES_;
+  // Blocks per SM the kernel is compiled for (__launch_bounds__): caps the
+  // registers at 64K / (kThreads * kMinBlocks).
+  static constexpr int kMinBlocks = MIN_BLOCKS_;
   static constexpr int WARPS_M = WARPS_M_, WARPS_N = WARPS_N_;
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
@@ -66,8 +70,11 @@ struct TensorTile {
   static_assert(kThreads % BM == 0 && kThreads % BN == 0, "row-fastest fetches");
 };
 
-using LargeTensorTile = TensorTile<128, 128, 2, 4, 3>;
-using SmallTensorTile = TensorTile<64, 64, 2, 2, 4>;
+// Large: one block per SM as far as registers go (ptxas's own choice of 128
+// registers, two blocks, spilled the accumulators of some variants);
+// Small: four blocks of 128 threads, <= 128 registers.
+using LargeTensorTile = TensorTile<128, 128, 2, 4, 3, 1>;
+using SmallTensorTile = TensorTile<64, 64, 2, 2, 4, 4>;
 
 // Per element type: the mma shape and how a fragment register is finished.
 template <typename scalar_t>
