@@ -13,6 +13,9 @@ the process, so those tests run in a subprocess.
 The last test compiles the same kernels with nvcc for sm_90 and reads their
 SASS (cuobjdump) for the instructions each wrapper must become; it is
 skipped where nvcc or cuobjdump is missing.
+
+CONV_EXT_EMULATOR_ASAN=1 builds the module with AddressSanitizer, as for
+tests/test_cuda_emulated.py (preload the runtime; see there).
 """
 import functools
 import glob
@@ -38,11 +41,14 @@ pytestmark = pytest.mark.skipif(
 def known_answers():
     from torch.utils.cpp_extension import load
 
+    asan = os.environ.get("CONV_EXT_EMULATOR_ASAN") == "1"
+    sanitize = ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"] if asan else []
     return load(
-        name="conv_ext_ptx_known_answers",
+        name="conv_ext_ptx_known_answers" + ("_asan" if asan else ""),
         sources=[os.path.join(EMULATOR, "ptx_known_answers.cpp")],
         extra_include_paths=[os.path.join(ROOT, "csrc"), EMULATOR],
-        extra_cflags=["-O1", "-Wno-unknown-pragmas"],
+        extra_cflags=["-O1", "-Wno-unknown-pragmas", *sanitize],
+        extra_ldflags=["-fsanitize=address"] if asan else [],
     )
 
 
@@ -322,16 +328,19 @@ def test_ldmatrix_expected_by_hand():
     assert ldmatrix_expected(6, 2, True) == (0x100 + 128 + 32 + 1) | (0x100 + 128 + 40 + 1) << 16
 
 
+@pytest.mark.parametrize("clobber", [False, True])
 @pytest.mark.parametrize("name", list(LDMATRIX))
-def test_ldmatrix_every_lane(name):
+def test_ldmatrix_every_lane(name, clobber):
     variant, matrices, trans = LDMATRIX[name]
     rows = torch.tensor([[ldmatrix_value(j // 8, j % 8, c) for c in range(8)] for j in range(32)],
                         dtype=torch.int16)
     # Rows scattered over the buffer in a shuffled order: only the lanes'
     # addresses say which row is where. Lanes past the matrices read pass
-    # a misaligned address, which must be ignored.
+    # a misaligned address, which must be ignored. With `clobber`, each lane
+    # zeroes its row right after the instruction, which must not reach what
+    # the other lanes received.
     slots = torch.randperm(32, generator=torch.Generator().manual_seed(variant)).to(torch.int32)
-    out = known_answers().ldmatrix(rows, slots, variant, -1)
+    out = known_answers().ldmatrix(rows, slots, variant, -1, clobber)
     for lane in range(32):
         for i in range(4):
             want = ldmatrix_expected(lane, i, trans) if i < matrices else 0
@@ -366,14 +375,14 @@ def test_ldmatrix_counts_bank_conflicts(name):
     m = known_answers()
     m.ldmatrix_conflicts()
     for layout, slots in layouts.items():
-        m.ldmatrix(rows, torch.tensor(slots, dtype=torch.int32), variant, -1)
+        m.ldmatrix(rows, torch.tensor(slots, dtype=torch.int32), variant, -1, False)
         assert m.ldmatrix_conflicts() == [matrices, extra_wavefronts(slots, matrices)], layout
 
 
 def test_ldmatrix_misaligned_row_aborts():
     rc, err = run_aborting(
         "ldmatrix(__import__('torch').zeros(32, 8, dtype=__import__('torch').int16), "
-        "__import__('torch').arange(32, dtype=__import__('torch').int32), 2, 3)")
+        "__import__('torch').arange(32, dtype=__import__('torch').int32), 2, 3, False)")
     assert rc != 0
     assert "ldmatrix.x4: lane 3 gives row address" in err and "not 16-byte aligned" in err, err
 

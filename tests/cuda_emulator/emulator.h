@@ -93,13 +93,15 @@ class Barrier {
  public:
   explicit Barrier(int count) : count_(count) {}
 
-  void arrive_and_wait() {
+  // Returns true in the thread that arrived last: it runs on before any
+  // other participant resumes.
+  bool arrive_and_wait() {
     Scheduler* s = scheduler();
     const uint64_t generation = generation_;
     if (++arrived_ == count_) {
       arrived_ = 0;
       ++generation_;
-      return;
+      return true;
     }
     s->waiting_at[s->current] = this;
     s->waiting_for[s->current] = generation;
@@ -107,6 +109,7 @@ class Barrier {
       yield();
     }
     s->waiting_at[s->current] = nullptr;
+    return false;
   }
 
   uint64_t generation() const {
@@ -123,12 +126,16 @@ class Barrier {
 // (4 + 2 registers of A and B, 4 floats of C).
 constexpr size_t kWarpSlotBytes = 64;
 
+// Two sets of slots, used by alternate collectives (the parity of the
+// barrier's generation): a lane that has left one collective and entered
+// the next writes the other set, while lanes still in the first read
+// theirs, so one barrier per collective suffices.
 struct Warp {
   Barrier barrier{32};
-  alignas(16) unsigned char slots[32][kWarpSlotBytes];
+  alignas(16) unsigned char slots[2][32][kWarpSlotBytes];
   // Which warp-collective instruction each lane is in, so that lanes that
   // diverged into different collectives are reported, not paired up.
-  const char* collective[32] = {};
+  const char* collective[2][32] = {};
 };
 
 // One thread's cp.async copies: the source is read at issue, the
@@ -361,37 +368,50 @@ namespace emu {
   std::abort();
 }
 
-// A warp-collective exchange: every lane of the calling thread's warp
-// deposits `mine`, waits for the other 31, then calls
-// use(deposit), where deposit(lane) returns that lane's `mine`; a second
-// barrier keeps the slots until every lane has used them. All 32 lanes must
+// A warp-collective instruction: every lane of the calling thread's warp
+// deposits `in`; the lane that arrives last, while every other lane is
+// still inside the instruction, runs
+//   compute(const In (&ins)[32], Out (&outs)[32])
+// once for the warp, as a GPU executes it once for the converged warp (so
+// shared memory that compute reads cannot have been changed by a lane that
+// already went on); each lane then returns its outs[lane]. All 32 lanes must
 // call it (a lane that never arrives deadlocks the block, which the
 // scheduler reports), and all with the same `name`, the instruction's.
-template <class T, class Use>
-void warp_exchange(const char* name, const T& mine, Use&& use) {
-  static_assert(sizeof(T) <= kWarpSlotBytes, "warp slot size");
-  static_assert(std::is_trivially_copyable_v<T>, "deposits are copied bytes");
+template <class Out, class In, class Compute>
+Out warp_collective(const char* name, const In& in, Compute&& compute) {
+  static_assert(sizeof(In) <= kWarpSlotBytes && sizeof(Out) <= kWarpSlotBytes, "warp slot size");
+  static_assert(std::is_trivially_copyable_v<In> && std::is_trivially_copyable_v<Out>,
+                "deposits are copied bytes");
   Warp& warp = current_block()->warps[threadIdx.x / 32];
   const unsigned lane = threadIdx.x % 32;
-  std::memcpy(warp.slots[lane], &mine, sizeof(T));
-  warp.collective[lane] = name;
-  warp.barrier.arrive_and_wait();
-  for (int l = 0; l < 32; ++l) {
-    if (std::strcmp(warp.collective[l], name) != 0) {
-      std::fprintf(
-          stderr,
-          "cuda emulator: lanes of warp %u of block %u are in different "
-          "warp-collective instructions (lane %u in %s, lane %d in %s)\n",
-          threadIdx.x / 32, blockIdx.x, lane, name, l, warp.collective[l]);
-      std::abort();
+  const int set = static_cast<int>(warp.barrier.generation() % 2);
+  auto& slots = warp.slots[set];
+  std::memcpy(slots[lane], &in, sizeof(In));
+  warp.collective[set][lane] = name;
+  if (warp.barrier.arrive_and_wait()) {
+    for (int l = 0; l < 32; ++l) {
+      if (std::strcmp(warp.collective[set][l], name) != 0) {
+        std::fprintf(
+            stderr,
+            "cuda emulator: lanes of warp %u of block %u are in different "
+            "warp-collective instructions (lane %u in %s, lane %d in %s)\n",
+            threadIdx.x / 32, blockIdx.x, lane, name, l, warp.collective[set][l]);
+        std::abort();
+      }
+    }
+    In ins[32];
+    Out outs[32];
+    for (int l = 0; l < 32; ++l) {
+      std::memcpy(&ins[l], slots[l], sizeof(In));
+    }
+    compute(ins, outs);
+    for (int l = 0; l < 32; ++l) {
+      std::memcpy(slots[l], &outs[l], sizeof(Out));
     }
   }
-  use([&warp](int l) {
-    T value;
-    std::memcpy(&value, warp.slots[l], sizeof(T));
-    return value;
-  });
-  warp.barrier.arrive_and_wait();
+  Out out;
+  std::memcpy(&out, slots[lane], sizeof(Out));
+  return out;
 }
 
 }  // namespace emu
@@ -401,7 +421,7 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   if (mask != 0xffffffffu) {
     emu::fail_in_thread("only full-warp __syncwarp is modelled");
   }
-  emu::warp_exchange("bar.warp.sync", '\0', [](auto) {});
+  emu::warp_collective<char>("bar.warp.sync", '\0', [](auto&, auto&) {});
 }
 
 template <typename T>
@@ -409,12 +429,16 @@ T __shfl_down_sync(unsigned mask, T value, int delta) {
   if (mask != 0xffffffffu) {
     emu::fail_in_thread("only full-warp shuffles are modelled");
   }
-  const unsigned lane = threadIdx.x % 32;
-  T out = value;
-  emu::warp_exchange("shfl.sync.down", value, [&](auto deposit) {
-    if (lane + delta < 32) {
-      out = deposit(lane + delta);
-    }
-  });
-  return out;
+  struct Deposit {
+    T value;
+    int delta;
+  };
+  return emu::warp_collective<T>(
+      "shfl.sync.down", Deposit{value, delta},
+      [](const Deposit (&ins)[32], T (&outs)[32]) {
+        for (int l = 0; l < 32; ++l) {
+          const int from = l + ins[l].delta;
+          outs[l] = from < 32 ? ins[from].value : ins[l].value;
+        }
+      });
 }

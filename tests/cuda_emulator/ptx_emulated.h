@@ -1,8 +1,9 @@
 // The CPU emulator's form of csrc/cuda/tensorop/ptx.cuh: the same functions,
-// over the emulator's fibers (emulator.h). Each lane passes its fragment
-// registers through a warp exchange and computes its own part of the result
-// from every lane's fragment, element positions as the PTX ISA's figures
-// give them (the table at the top of ptx.cuh). What is modelled:
+// over the emulator's fibers (emulator.h). Each lane deposits its fragment
+// registers or row address (emu::warp_collective); the last lane of the
+// warp to arrive executes the instruction once for the warp, element
+// positions as the PTX ISA's figures give them (the table at the top of
+// ptx.cuh), and every lane takes its own registers. What is modelled:
 //
 //  - to_tf32: cvt.rna.tf32.f32 bit for bit as compiled for sm_90 (nearest,
 //    ties away from zero; see the function).
@@ -93,9 +94,13 @@ struct MmaFragments {
   float c[4];
 };
 
-// D = A * B + C for one m16n8kK mma; a_at(frag, m, k) and b_at(frag, k, n)
-// read an element from the fragment of the lane that holds it, which
-// a_lane(m, k) and b_lane(k, n) name.
+struct MmaResult {
+  float d[4];
+};
+
+// D = A * B + C for one m16n8kK mma, once for the warp: A (16 x K) and B
+// (K x 8) are gathered from the lanes' fragments, element (m, k) of A from
+// lane a_lane(m, k) by a_at(fragments, m, k), likewise B.
 template <int K, class ALane, class AAt, class BLane, class BAt>
 void mma(
     const char* name,
@@ -111,20 +116,32 @@ void mma(
   std::memcpy(mine.a, a, sizeof(mine.a));
   std::memcpy(mine.b, b, sizeof(mine.b));
   std::memcpy(mine.c, c, sizeof(mine.c));
-  const int lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  float out[4];
-  emu::warp_exchange(name, mine, [&](auto deposit) {
-    for (int i = 0; i < 4; ++i) {
-      const int m = g + 8 * (i / 2), n = 2 * t + i % 2;
-      double sum = mine.c[i];
-      for (int k = 0; k < K; ++k) {
-        sum += a_at(deposit(a_lane(m, k)), m, k) * b_at(deposit(b_lane(k, n)), k, n);
-      }
-      out[i] = static_cast<float>(sum);
-    }
-  });
-  std::memcpy(d, out, sizeof(out));  // d may be c
+  const MmaResult r = emu::warp_collective<MmaResult>(
+      name, mine, [&](const MmaFragments (&frags)[32], MmaResult (&outs)[32]) {
+        double A[16][K], B[K][8];
+        for (int m = 0; m < 16; ++m) {
+          for (int k = 0; k < K; ++k) {
+            A[m][k] = a_at(frags[a_lane(m, k)], m, k);
+          }
+        }
+        for (int k = 0; k < K; ++k) {
+          for (int n = 0; n < 8; ++n) {
+            B[k][n] = b_at(frags[b_lane(k, n)], k, n);
+          }
+        }
+        for (int lane = 0; lane < 32; ++lane) {
+          const int g = lane / 4, t = lane % 4;
+          for (int i = 0; i < 4; ++i) {
+            const int m = g + 8 * (i / 2), n = 2 * t + i % 2;
+            double sum = frags[lane].c[i];
+            for (int k = 0; k < K; ++k) {
+              sum += A[m][k] * B[k][n];
+            }
+            outs[lane].d[i] = static_cast<float>(sum);
+          }
+        }
+      });
+  std::memcpy(d, r.d, sizeof(r.d));  // d may be c
 }
 
 // m16n8k16 .bf16/.f16: the element at (m, k) of A and (k, n) of B.
@@ -215,21 +232,26 @@ void ldmatrix(uint32_t* r, const void* smem_row, const char* name) {
         name, lane, smem_row, threadIdx.x, blockIdx.x);
     std::abort();
   }
-  emu::warp_exchange(name, smem_row, [&](auto deposit) {
-    auto element = [&](int matrix, int row, int col) {
-      uint16_t v;
-      std::memcpy(&v, static_cast<const uint16_t*>(deposit(8 * matrix + row)) + col, 2);
-      return static_cast<uint32_t>(v);
-    };
-    if (lane == 0) {
-      count_bank_conflicts(kMatrices, deposit);
-    }
-    for (int i = 0; i < kMatrices; ++i) {
-      const int row = lane / 4, col = 2 * (lane % 4);
-      r[i] = kTrans ? element(i, col, row) | element(i, col + 1, row) << 16
-                    : element(i, row, col) | element(i, row, col + 1) << 16;
-    }
-  });
+  struct Registers {
+    uint32_t r[4];
+  };
+  const Registers got = emu::warp_collective<Registers>(
+      name, smem_row, [](const void* const (&rows)[32], Registers (&outs)[32]) {
+        count_bank_conflicts(kMatrices, [&rows](int l) { return rows[l]; });
+        auto element = [&rows](int matrix, int row, int col) {
+          uint16_t v;
+          std::memcpy(&v, static_cast<const uint16_t*>(rows[8 * matrix + row]) + col, 2);
+          return static_cast<uint32_t>(v);
+        };
+        for (int lane = 0; lane < 32; ++lane) {
+          const int row = lane / 4, col = 2 * (lane % 4);
+          for (int i = 0; i < kMatrices; ++i) {
+            outs[lane].r[i] = kTrans ? element(i, col, row) | element(i, col + 1, row) << 16
+                                     : element(i, row, col) | element(i, row, col + 1) << 16;
+          }
+        }
+      });
+  std::memcpy(r, got.r, kMatrices * sizeof(uint32_t));
 }
 
 template <int kBytes>

@@ -80,6 +80,7 @@ struct LdmatrixParams {
   uint32_t* out;
   int variant;
   int misaligned_lane;  // -1: none; else this lane's address is off by 2 bytes
+  int clobber;  // each lane zeroes its row right after the ldmatrix
 };
 
 __global__ void ldmatrix_kernel(LdmatrixParams p) {
@@ -122,6 +123,13 @@ __global__ void ldmatrix_kernel(LdmatrixParams p) {
     default:
       ptx::ldmatrix_x4_trans(r, row);
       break;
+  }
+  // ldmatrix executes once for the converged warp: a lane's later store
+  // cannot reach what another lane of the warp received.
+  if (p.clobber) {
+    for (int j = 0; j < 8; ++j) {
+      smem[p.slot_of_row[lane] * 8 + j] = 0;
+    }
   }
   for (int i = 0; i < 4; ++i) {
     p.out[lane * 4 + i] = r[i];

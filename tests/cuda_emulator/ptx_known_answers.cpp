@@ -46,12 +46,13 @@ at::Tensor to_tf32(const at::Tensor& x) {
 }
 
 // rows: int16 [32, 8] (row j: matrix j / 8, row j % 8); slot_of_row: int32 [32].
-at::Tensor ldmatrix(const at::Tensor& rows, const at::Tensor& slot_of_row, int64_t variant, int64_t misaligned_lane) {
+at::Tensor ldmatrix(const at::Tensor& rows, const at::Tensor& slot_of_row, int64_t variant, int64_t misaligned_lane,
+                    bool clobber) {
   check(rows, at::kShort, {32, 8}, "rows");
   check(slot_of_row, at::kInt, {32}, "slot_of_row");
   at::Tensor out = at::zeros({32, 4}, rows.options().dtype(at::kInt));
   kat::LdmatrixParams p{ptr<uint16_t>(rows), ptr<int32_t>(slot_of_row), ptr<uint32_t>(out),
-                        static_cast<int>(variant), static_cast<int>(misaligned_lane)};
+                        static_cast<int>(variant), static_cast<int>(misaligned_lane), clobber ? 1 : 0};
   TORCH_CHECK(slot_of_row.min().item<int>() >= 0 && slot_of_row.max().item<int>() < kat::kLdmatrixSlots,
               "slot_of_row: expected slots in [0, ", kat::kLdmatrixSlots, ")");
   emu::launch(kat::ldmatrix_kernel, 1, 32, p, kat::kLdmatrixSlots * 16);
