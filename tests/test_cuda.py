@@ -1,7 +1,9 @@
 """CUDA-only checks of the kernels of csrc/cuda/: gradcheck, the randomized
 sweep against F.conv2d in all four dtypes, CPU-vs-CUDA agreement, the direct
-(depthwise, grouped) and GEMM paths, any strides, batch 0, torch.compile with
-and without CUDA graphs, determinism, and a tensor past 2^31 elements.
+(depthwise, grouped), GEMM and tensor-core paths (TF32 following
+torch.backends.cudnn.allow_tf32, bf16, fp16), any strides, batch 0,
+torch.compile with and without CUDA graphs, determinism, and a tensor past
+2^31 elements.
 Skips cleanly without a GPU (tests/test_cuda_emulated.py runs the same
 device code on the CPU)."""
 import random
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 
 import conv_ext
 from conv_ext import ops
+from test_cuda_emulated import TENSOR_SHAPES, round_tf32
 
 pytestmark = [
     pytest.mark.cuda,
@@ -235,6 +238,72 @@ def test_torch_compile(mode):
         for p, q in zip(model.parameters(), reference.parameters()):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-3)
             p.grad = q.grad = None
+
+
+def _tf32_bound_check(name, got, ref, mag, terms):
+    """float32 accumulation of n exact TF32 products: within n * 2^-24 of the
+    sum of their magnitudes."""
+    bound = (terms + 2) * 2.0**-24 * mag + 1e-30
+    worst = ((got.double() - ref).abs() / bound).max().item()
+    assert worst <= 1, (name, worst)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", TENSOR_SHAPES + [SHAPES[1], SHAPES[2], SHAPES[7]])
+def test_tf32_on_rounded_inputs(shape, channels_last):
+    """With allow_tf32 (nn.Conv2d's default) float32 runs on TF32 tensor
+    cores: on inputs already rounded as cvt.rna.tf32 rounds them, only the
+    float32 accumulation differs from a float64 reference."""
+    n, c, h, w_, k, r, s_, stride, padding, dilation, groups = shape
+    conf = (list(stride), list(padding), list(dilation), groups)
+    layout = (lambda t: t.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda t: t)
+    g = torch.Generator().manual_seed(0)
+    x = layout(round_tf32(torch.randn(n, c, h, w_, generator=g)).cuda())
+    wt = round_tf32(torch.randn(k, c // groups, r, s_, generator=g)).cuda()
+    b = torch.randn(k, generator=g).cuda()
+    gy = layout(round_tf32(_grad_output(x, wt, conf, torch.float32)))
+    ref = _torch(x.double(), wt.double(), b.double(), conf, gy.double())
+    mag = _torch(x.double().abs(), wt.double().abs(), b.double().abs(), conf, gy.double().abs())
+    torch.backends.cudnn.allow_tf32 = True  # conftest restores it
+    ours = _ours(x, wt, b, conf, gy)
+    # grad weight: N*P*Q products, then at most one addition per chunk.
+    terms = ((c // groups) * r * s_ + 1, (k // groups) * r * s_, 2 * (gy.numel() // k))
+    for name, o, rf, mg, t in zip(NAMES, ours, ref, mag, terms):
+        _tf32_bound_check(name, o, rf, mg, t)
+
+
+def test_tf32_follows_allow_tf32_at_call_time():
+    """The same call is exact FP32 with allow_tf32 False and TF32 with True,
+    read at each call as nn.Conv2d reads it."""
+    x, w, b, conf = _inputs(SHAPES[7], torch.float32, "cuda")
+    ref = F.conv2d(x.double(), w.double(), b.double(), *conf)
+    torch.backends.cudnn.allow_tf32 = False
+    exact = ops.conv2d_forward(x, w, b, *conf)
+    torch.backends.cudnn.allow_tf32 = True
+    tf32 = ops.conv2d_forward(x, w, b, *conf)
+    exact_err = (exact.double() - ref).abs().max().item()
+    tf32_err = (tf32.double() - ref).abs().max().item()
+    assert exact_err < 1e-3 and tf32_err > 4 * exact_err, (exact_err, tf32_err)
+    rounded = F.conv2d(round_tf32(x).double(), round_tf32(w).double(), b.double(), *conf)
+    assert (tf32.double() - rounded).abs().max().item() < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tensor_cores_channels_last_large_tile(dtype):
+    """channels_last with C/G a multiple of 8: the 16-byte cp.async fetch,
+    on the large tile."""
+    x, w, b, conf = _inputs(SHAPES[7], dtype, "cuda")
+    x = x.contiguous(memory_format=torch.channels_last)
+    gy = _grad_output(x, w, conf, dtype).contiguous(memory_format=torch.channels_last)
+    ref = _torch(x.double(), w.double(), b.double(), conf, gy.double())
+    theirs = _torch(x, w, b, conf, gy)
+    ours = _ours(x, w, b, conf, gy)
+    eps = torch.finfo(dtype).eps
+    for name, o, rf, t in zip(NAMES, ours, ref, theirs):
+        err = (o.double() - rf).abs().max().item()
+        torch_err = (t.double() - rf).abs().max().item()
+        assert err <= 2 * torch_err + 4 * eps * rf.abs().max().item(), (name, err, torch_err)
+    assert ours[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def _free_gib():

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIRECT, GEMM_SMALL, GEMM_LARGE = 0, 1, 2
-ALGOS = [DIRECT, GEMM_SMALL, GEMM_LARGE]
+DIRECT, GEMM_SMALL, GEMM_LARGE, TENSOR_SMALL, TENSOR_LARGE = 0, 1, 2, 3, 4
+ALGOS = [DIRECT, GEMM_SMALL, GEMM_LARGE]  # exact in every dtype
+TENSOR_OPS = [TENSOR_SMALL, TENSOR_LARGE]  # TF32 for float, no float64
 
 
 @functools.lru_cache(maxsize=None)
@@ -234,7 +235,7 @@ def test_heuristic_choices():
     m = emulated()
 
     def choose(n, c, h, w, k, r, s, stride=1, pad=0, groups=1, dtype=torch.float32):
-        return m.choices([n, c, h, w], [k, c // groups, r, s], [stride] * 2, [pad] * 2, [1, 1], groups, dtype)
+        return m.choices([n, c, h, w], [k, c // groups, r, s], [stride] * 2, [pad] * 2, [1, 1], groups, dtype, False)
 
     assert choose(32, 144, 56, 56, 144, 3, 3, pad=1, groups=144)[:3] == [DIRECT] * 3  # mbv2_dw_3x3
     assert choose(32, 128, 28, 28, 128, 3, 3, pad=1, groups=32)[:3] == [DIRECT] * 3  # grouped_3x3
@@ -281,3 +282,221 @@ def test_randomized_sweep():
             torch.testing.assert_close(
                 o, rf, rtol=1e-10, atol=1e-10,
                 msg=lambda msg: f"{(n, c, h, w, k, r, s, stride, padding, dilation, groups)} algo {algo} {name}: {msg}")
+
+
+# ---------------------------------------------------------------------------
+# Tensor-core kernels (csrc/cuda/tensorop/): TF32 for float32, bf16 and fp16.
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups): channel counts
+# that are not multiples of 8, strides that give grad input several phases
+# (and phases no tap reaches), dilations, groups, tiles cut at every edge,
+# and 1x1 filters without padding (the plain-GEMM fetch).
+TENSOR_SHAPES = [
+    (2, 5, 9, 8, 7, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (2, 6, 11, 9, 6, 3, 2, (2, 1), (1, 0), (2, 1), 3),
+    (1, 3, 13, 11, 20, 5, 3, (2, 3), (2, 1), (1, 2), 1),
+    (1, 32, 6, 7, 24, 3, 3, (1, 2), (3, 2), (2, 1), 2),
+    (1, 17, 4, 4, 130, 2, 1, (1, 1), (0, 0), (1, 1), 1),
+    (1, 16, 5, 6, 16, 1, 1, (2, 2), (0, 0), (1, 1), 1),
+    (3, 8, 10, 9, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (2, 24, 5, 7, 40, 1, 1, (1, 1), (0, 0), (1, 1), 1),  # 1x1: the plain GEMM
+]
+
+
+def round_tf32(t):
+    """cvt.rna.tf32.f32 in Python: round float32 to 10 mantissa bits, to
+    nearest, ties away from zero (on the magnitude), low 13 bits zero."""
+    i = t.float().contiguous().view(torch.int32).to(torch.int64)
+    sign = i & 0x80000000
+    mag = ((i & 0x7FFFFFFF) + 0x1000) & ~0x1FFF
+    out = sign | mag
+    out = torch.where(out >= 2**31, out - 2**32, out).to(torch.int32)
+    return out.view(torch.float32).reshape(t.shape)
+
+
+def test_round_tf32_known_answers():
+    """The test's own rounding rule against hand-worked bit patterns."""
+    bits = torch.tensor([0x3F800FFF, 0x3F801000, 0x3F801001, 0xBF801000, 0x3F802FFF, 0x3F803000],
+                        dtype=torch.int64)
+    want = torch.tensor([0x3F800000, 0x3F802000, 0x3F802000, 0xBF802000, 0x3F802000, 0x3F804000],
+                        dtype=torch.int64)
+    as_f = torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+    got = round_tf32(as_f).view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    assert got.tolist() == want.tolist()
+
+
+def _layout(t, channels_last):
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def _tf32_case(shape, channels_last, seed=0):
+    """TF32-rounded float32 inputs, the float64 reference on them, and the
+    float64 result on their magnitudes: a float32 accumulation of n exact
+    products differs from the exact sum by at most n * 2^-24 * sum |a*b|."""
+    torch.manual_seed(seed)
+    xs, ws, stride, padding, dilation, groups = _conf(shape)
+    x = _layout(round_tf32(torch.randn(xs)), channels_last)
+    w = round_tf32(torch.randn(ws))
+    b = torch.randn(ws[0])
+    gy = torch.randn(F.conv2d(x, w, None, stride, padding, dilation, groups).shape)
+    gy = _layout(round_tf32(gy), channels_last)
+    ref = _reference(x, w, b, gy, stride, padding, dilation, groups)
+    mag = _reference(x.abs(), w.abs(), b.abs(), gy.abs(), stride, padding, dilation, groups)
+    return x, w, b, gy, ref, mag
+
+
+def _assert_tf32_close(name, got, ref, mag, terms):
+    assert got.dtype == torch.float32 and got.shape == ref.shape, name
+    bound = (terms + 2) * 2.0**-24 * mag + 1e-30
+    err = (got.double() - ref).abs()
+    worst = (err / bound).max().item()
+    assert worst <= 1, (name, worst, err.max().item())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("algo", TENSOR_OPS)
+@pytest.mark.parametrize("shape", TENSOR_SHAPES)
+def test_tf32_matches_conv2d_on_rounded_inputs(shape, algo, channels_last):
+    """Operands rounded as the hardware rounds them (cvt.rna.tf32), so the
+    only error left is float32 accumulation: the bound is tight enough that
+    a kernel which skipped the rounding (the mma truncates) fails it."""
+    n, c, h, w_, k, r, s_, *_ = shape
+    groups = shape[-1]
+    x, w, b, gy, ref, mag = _tf32_case(shape, channels_last)
+    _, _, stride, padding, dilation, _ = _conf(shape)
+    got = _emulated_all(x, w, b, gy, stride, padding, dilation, groups, algo, 3)
+    terms = {"output": (c // groups) * r * s_ + 1, "grad_input": (k // groups) * r * s_,
+             "grad_weight": gy.shape[0] * gy.shape[2] * gy.shape[3] + 3}
+    for name, g, rf, mg in zip(("output", "grad_input", "grad_weight"), got, ref, mag):
+        _assert_tf32_close(name, g, rf, mg, terms[name])
+
+
+def test_tf32_rounding_is_visible():
+    """Unrounded float32 inputs give a result that differs from the float64
+    reference on those inputs by far more than accumulation error: the test
+    above would catch truncated or unrounded operands."""
+    shape = TENSOR_SHAPES[0]
+    torch.manual_seed(0)
+    xs, ws, stride, padding, dilation, groups = _conf(shape)
+    x, w = torch.randn(xs), torch.randn(ws)
+    y = emulated().forward(x, w, None, stride, padding, dilation, groups, TENSOR_SMALL)
+    ref = F.conv2d(x.double(), w.double(), None, stride, padding, dilation, groups)
+    mag = F.conv2d(x.double().abs(), w.double().abs(), None, stride, padding, dilation, groups)
+    worst = ((y.double() - ref).abs() / ((ws[1] * 9 + 2) * 2.0**-24 * mag)).max().item()
+    assert worst > 4, worst
+    # ... and rounding the inputs the rna way makes it agree.
+    y = emulated().forward(round_tf32(x), round_tf32(w), None, stride, padding, dilation, groups, TENSOR_SMALL)
+    ref = F.conv2d(round_tf32(x).double(), round_tf32(w).double(), None, stride, padding, dilation, groups)
+    _assert_tf32_close("output", y, ref, mag, ws[1] * 9)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("algo", TENSOR_OPS)
+@pytest.mark.parametrize("shape", TENSOR_SHAPES)
+def test_half_and_bfloat16_within_twice_torch_error(shape, algo, dtype, channels_last):
+    torch.manual_seed(1)
+    xs, ws, stride, padding, dilation, groups = _conf(shape)
+    x, w = _layout(torch.randn(xs).to(dtype), channels_last), torch.randn(ws).to(dtype)
+    b = torch.randn(ws[0]).to(dtype)
+    gy = torch.randn(F.conv2d(x.float(), w.float(), None, stride, padding, dilation, groups).shape).to(dtype)
+    gy = _layout(gy, channels_last)
+    ref = _reference(x, w, b, gy, stride, padding, dilation, groups)
+    xt, wt, bt = (t.clone().requires_grad_() for t in (x, w, b))
+    yt = F.conv2d(xt, wt, bt, stride, padding, dilation, groups)
+    yt.backward(gy)
+    theirs = (yt.detach(), xt.grad, wt.grad, bt.grad)
+    got = _emulated_all(x, w, b, gy, stride, padding, dilation, groups, algo, 2)
+    for name, g, r, t in zip(("output", "grad_input", "grad_weight"), got, ref, theirs):
+        assert g.dtype == dtype and g.shape == r.shape, name
+        err = (g.double() - r).abs().max().item()
+        assert err <= _low_precision_tolerance(g, r, t), (name, err, (t.double() - r).abs().max().item())
+    if channels_last:
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_tensorop_fused_activation_and_bias(activation):
+    torch.manual_seed(0)
+    shape = TENSOR_SHAPES[3]
+    x, w, b, _, _, _ = _tf32_case(shape, True)
+    _, _, stride, padding, dilation, groups = _conf(shape)
+    bias = torch.randn(2 * w.shape[0])[::2]  # a strided bias
+    y = emulated().forward_activation(x, w, bias, stride, padding, dilation, groups, TENSOR_SMALL, activation, 0.2)
+    ref = ACTIVATIONS[activation](F.conv2d(x.double(), w.double(), bias.double(), stride, padding, dilation, groups))
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tensorop_deterministic():
+    """Same bits on every run although the threads interleave differently
+    and the grad weight is split into chunks."""
+    shape = TENSOR_SHAPES[6]
+    x, w, b, gy, _, _ = _tf32_case(shape, False, seed=4)
+    _, _, stride, padding, dilation, groups = _conf(shape)
+    a = _emulated_all(x, w, b, gy, stride, padding, dilation, groups, TENSOR_SMALL, 3)
+    c = _emulated_all(x, w, b, gy, stride, padding, dilation, groups, TENSOR_SMALL, 3)
+    for u, v in zip(a, c):
+        assert torch.equal(u, v)
+
+
+def test_tensorop_empty_batch():
+    m = emulated()
+    x, w = torch.randn(0, 8, 5, 5, dtype=torch.half), torch.randn(16, 8, 3, 3, dtype=torch.half)
+    assert m.forward(x, w, None, [1, 1], [1, 1], [1, 1], 1, TENSOR_SMALL).shape == (0, 16, 5, 5)
+    gy = torch.randn(0, 16, 5, 5, dtype=torch.half)
+    assert m.backward_input(gy, w, [0, 8, 5, 5], [1, 1], [1, 1], [1, 1], 1, TENSOR_SMALL).shape == (0, 8, 5, 5)
+    gw = m.backward_weight(gy, x, [16, 8, 3, 3], [1, 1], [1, 1], [1, 1], 1, TENSOR_SMALL, -1)
+    assert torch.equal(gw, torch.zeros(16, 8, 3, 3, dtype=torch.half))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("algo", TENSOR_OPS)
+def test_tensorop_ldmatrix_without_bank_conflicts(algo, dtype):
+    """The padded 80-byte rows of the stages put the eight rows of every
+    8x8 matrix ldmatrix reads in distinct bank groups: no extra wavefront,
+    in every pass."""
+    m = emulated()
+    x, w = torch.randn(2, 16, 6, 7).to(dtype), torch.randn(24, 16, 3, 3).to(dtype)
+    gy = torch.randn(2, 24, 6, 7).to(dtype)
+    m.take_ldmatrix_stats()
+    m.forward(x, w, None, [1, 1], [1, 1], [1, 1], 1, algo)
+    m.backward_input(gy, w, list(x.shape), [1, 1], [1, 1], [1, 1], 1, algo)
+    m.backward_weight(gy, x, list(w.shape), [1, 1], [1, 1], [1, 1], 1, algo, 2)
+    matrices, extra = m.take_ldmatrix_stats()
+    assert matrices > 0 and extra == 0, (matrices, extra)
+
+
+def test_tensorop_ring_with_poisoned_pending_copies():
+    """A pending cp.async poisons its destination until its wait: a thread
+    that still read a stage another thread has begun to refill (a missing
+    barrier before the refill) would read NaN. Every pass stays exact."""
+    m = emulated()
+    shape = TENSOR_SHAPES[2]
+    x, w, b, gy, ref, mag = _tf32_case(shape, True, seed=6)
+    _, _, stride, padding, dilation, groups = _conf(shape)
+    m.set_cp_async_poisoned(True)
+    try:
+        got = _emulated_all(x, w, b, gy, stride, padding, dilation, groups, TENSOR_SMALL, 2)
+    finally:
+        m.set_cp_async_poisoned(False)
+    terms = {"output": 3 * 15 + 1, "grad_input": 20 * 15, "grad_weight": gy[0, 0].numel() + 2}
+    for name, g, rf, mg in zip(("output", "grad_input", "grad_weight"), got, ref, mag):
+        _assert_tf32_close(name, g, rf, mg, terms[name])
+
+
+def test_tensor_core_dispatch_rule():
+    """float16 / bfloat16 always on tensor cores, float32 only with TF32
+    allowed, float64 never; the direct kernels keep tiny channel counts."""
+    m = emulated()
+
+    def choose(dtype, tf32, c=64, k=64, n=32, hw=56, groups=1):
+        return m.choices([n, c, hw, hw], [k, c // groups, 3, 3], [1, 1], [1, 1], [1, 1], groups, dtype, tf32)[:3]
+
+    for tf32 in (False, True):
+        assert choose(torch.float16, tf32) == [TENSOR_SMALL] * 3
+        assert choose(torch.bfloat16, tf32) == [TENSOR_SMALL] * 3
+        assert choose(torch.float64, tf32) == [GEMM_SMALL] * 3
+    assert choose(torch.float32, True) == [TENSOR_SMALL] * 3
+    assert choose(torch.float32, False) == [GEMM_SMALL] * 3
+    assert choose(torch.float32, True, c=128, k=128, n=16, hw=112) == [TENSOR_LARGE] * 3  # vgg_3x3
+    assert choose(torch.float16, True, c=144, k=144, groups=144) == [DIRECT] * 3  # depthwise

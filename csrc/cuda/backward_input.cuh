@@ -9,6 +9,7 @@
 #include "heuristics.h"
 #include "implicit_gemm_backward_input.cuh"
 #include "launch.cuh"
+#include "tensorop/backward_input.cuh"
 
 namespace conv_ext::cuda {
 
@@ -36,6 +37,16 @@ void launch_backward_input(
                 grad_output, weight, s, grad_input);
             launch(direct_backward_input_kernel<scalar_t, int64_t>,
                    grid_stride_blocks(total, kDirectThreads), kDirectThreads, p);
+          }
+        } else if (is_tensor_op(algo)) {
+          if constexpr (std::is_same_v<scalar_t, double>) {
+            TORCH_INTERNAL_ASSERT(false, "float64 has no tensor-core kernel");
+          } else if (algo == ConvAlgo::kTensorOpLarge) {
+            tensorop::launch_backward_input<tensorop::LargeTensorTile, scalar_t>(
+                launch, grad_output, weight, s, grad_input);
+          } else {
+            tensorop::launch_backward_input<tensorop::SmallTensorTile, scalar_t>(
+                launch, grad_output, weight, s, grad_input);
           }
         } else if (algo == ConvAlgo::kGemmLarge) {
           using T = LargeTileFor<scalar_t>;

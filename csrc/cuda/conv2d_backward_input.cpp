@@ -8,6 +8,7 @@
 
 #include "../conv_shape.h"
 #include "heuristics.h"
+#include "math_mode.h"
 #include "launchers.h"
 
 namespace conv_ext::cuda {
@@ -32,9 +33,9 @@ at::Tensor conv2d_backward_input_cuda(
   // Every grad_input element is written by the kernel (0 where no tap
   // reached it), so no zero fill is needed.
   at::Tensor grad_input = at::empty(input_size, options);
-  backward_input(
-      grad_output, weight.contiguous(), s,
-      choose_backward_input_algo(s, grad_output.scalar_type()), grad_input);
+  const ConvAlgo algo = choose_backward_input_algo(
+      s, grad_output.scalar_type(), current_math_mode());
+  backward_input(grad_output, weight.contiguous(), s, algo, grad_input);
   return grad_input;
 }
 

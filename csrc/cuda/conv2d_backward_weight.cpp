@@ -8,6 +8,7 @@
 
 #include "../conv_shape.h"
 #include "heuristics.h"
+#include "math_mode.h"
 #include "launchers.h"
 
 namespace conv_ext::cuda {
@@ -31,9 +32,9 @@ at::Tensor conv2d_backward_weight_cuda(
     return at::zeros(weight_size, options);
   }
   at::Tensor grad_weight = at::empty(weight_size, options);
-  backward_weight(
-      grad_output, input, s,
-      choose_backward_weight_algo(s, grad_output.scalar_type()), grad_weight);
+  const ConvAlgo algo = choose_backward_weight_algo(
+      s, grad_output.scalar_type(), current_math_mode());
+  backward_weight(grad_output, input, s, algo, grad_weight);
   return grad_weight;
 }
 

@@ -9,6 +9,7 @@
 #include "../activation.h"
 #include "../conv_shape.h"
 #include "heuristics.h"
+#include "math_mode.h"
 #include "launchers.h"
 
 namespace conv_ext::cuda {
@@ -48,9 +49,9 @@ at::Tensor forward_with_epilogue(
   }
   // The kernels read the weight as K rows of C/G*R*S taps; it is small, so
   // one contiguous copy (a no-op when already contiguous) beats strided reads.
-  forward(
-      input, weight.contiguous(), b, s,
-      choose_forward_algo(s, input.scalar_type()), output, epilogue);
+  const ConvAlgo algo =
+      choose_forward_algo(s, input.scalar_type(), current_math_mode());
+  forward(input, weight.contiguous(), b, s, algo, output, epilogue);
   return output;
 }
 

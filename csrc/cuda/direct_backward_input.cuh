@@ -74,13 +74,14 @@ __global__ void __launch_bounds__(kDirectThreads) direct_backward_input_kernel(
     const int64_t w_padded = int64_t(ww) + d.pad_w;
     acc_t acc = acc_t(0);
     for (int64_t r = 0; r < d.R; ++r) {
-      const int64_t pp = tap_source(h_padded, r * d.dil_h, d.stride_h, d.P);
+      const int64_t pp =
+          tap_source<true>(h_padded, r * d.dil_h, d.stride_h, d.P);
       if (pp < 0) {
         continue;
       }
       for (int64_t s = 0; s < d.S; ++s) {
         const int64_t qq =
-            tap_source(w_padded, s * d.dil_w, d.stride_w, d.Q);
+            tap_source<true>(w_padded, s * d.dil_w, d.stride_w, d.Q);
         if (qq < 0) {
           continue;
         }

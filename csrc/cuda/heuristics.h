@@ -16,10 +16,36 @@
 namespace conv_ext::cuda {
 
 enum class ConvAlgo {
-  kDirect,     // one thread per output element (direct_*.cuh)
-  kGemmSmall,  // implicit GEMM, 64 x 64 tiles (gemm_tile.cuh SmallTile)
-  kGemmLarge,  // implicit GEMM, 128 x 128 tiles (LargeTile)
+  kDirect,         // one thread per output element (direct_*.cuh)
+  kGemmSmall,      // implicit GEMM, 64 x 64 tiles (gemm_tile.cuh SmallTile)
+  kGemmLarge,      // implicit GEMM, 128 x 128 tiles (LargeTile)
+  kTensorOpSmall,  // tensor cores, 64 x 64 (tensorop/mainloop.cuh)
+  kTensorOpLarge,  // tensor cores, 128 x 128 (LargeTensorTile)
 };
+
+// What the device and torch's settings allow, read by the op entries at
+// call time (math_mode.h).
+struct MathMode {
+  bool tensor_cores = false;  // compute capability >= 8.0: mma.sync for
+                              // tf32/bf16, cp.async (tensorop/ptx.cuh)
+  bool allow_tf32 = false;    // torch.backends.cudnn.allow_tf32
+};
+
+// Tensor cores or exact arithmetic: the rule nn.Conv2d follows. float16 and
+// bfloat16 always multiply on tensor cores (accumulating in float); float32
+// does in TF32 when torch.backends.cudnn.allow_tf32 is True at call time (as
+// cuDNN's convolution does; True by default), and in exact FP32 otherwise;
+// float64 is always exact. Devices before sm_80 run everything on the SIMT
+// kernels.
+inline bool use_tensor_cores(at::ScalarType dtype, MathMode mode) {
+  return mode.tensor_cores &&
+      (dtype == at::kHalf || dtype == at::kBFloat16 ||
+       (dtype == at::kFloat && mode.allow_tf32));
+}
+
+inline bool is_tensor_op(ConvAlgo algo) {
+  return algo == ConvAlgo::kTensorOpSmall || algo == ConvAlgo::kTensorOpLarge;
+}
 
 // The implicit GEMMs tile the per-group channel dimension (K/G for forward
 // and grad weight, C/G for grad input) by 64 or 128. Below 16 channels per
@@ -40,23 +66,28 @@ inline int64_t ceil_div(int64_t a, int64_t b) {
 
 // A GEMM of rows x cols per group, `groups` of them. With split_reduction
 // (grad weight) the grid is also split along the reduction until it is full
-// (backward_weight_chunks), so only the two sides matter.
+// (backward_weight_chunks), so only the two sides matter. The tensor-core
+// tiles have the same 64 / 128 sides, so the same arithmetic picks theirs.
 inline ConvAlgo choose_gemm_tile(
     int64_t rows,
     int64_t cols,
     int64_t groups,
     at::ScalarType dtype,
-    bool split_reduction) {
+    bool split_reduction,
+    bool tensor_cores) {
+  const ConvAlgo small =
+      tensor_cores ? ConvAlgo::kTensorOpSmall : ConvAlgo::kGemmSmall;
+  const ConvAlgo large =
+      tensor_cores ? ConvAlgo::kTensorOpLarge : ConvAlgo::kGemmLarge;
   // Doubles always run small tiles (gemm_tile.cuh, LargeTileFor).
   if (dtype == at::kDouble || rows < 128 || cols < 128) {
-    return ConvAlgo::kGemmSmall;
+    return small;
   }
   if (split_reduction) {
-    return ConvAlgo::kGemmLarge;
+    return large;
   }
   const int64_t blocks = ceil_div(rows, 128) * ceil_div(cols, 128) * groups;
-  return blocks >= kLargeTileMinBlocks ? ConvAlgo::kGemmLarge
-                                       : ConvAlgo::kGemmSmall;
+  return blocks >= kLargeTileMinBlocks ? large : small;
 }
 
 // The GEMMs index a filter's taps (C/G*R*S, or K/G*R*S for grad input) in
@@ -65,32 +96,43 @@ inline ConvAlgo choose_gemm_tile(
 // which index in 64 bits throughout.
 constexpr int64_t kMaxGemmTaps = int64_t{1} << 30;
 
-inline ConvAlgo choose_forward_algo(const ConvShape& s, at::ScalarType dtype) {
+inline ConvAlgo choose_forward_algo(
+    const ConvShape& s,
+    at::ScalarType dtype,
+    MathMode mode) {
   if (s.Kg() < kDirectBelowChannelsPerGroup ||
       s.Cg() * s.R * s.S >= kMaxGemmTaps) {
     return ConvAlgo::kDirect;
   }
-  return choose_gemm_tile(s.N * s.P * s.Q, s.Kg(), s.G, dtype, false);
+  return choose_gemm_tile(
+      s.N * s.P * s.Q, s.Kg(), s.G, dtype, false,
+      use_tensor_cores(dtype, mode));
 }
 
 inline ConvAlgo choose_backward_input_algo(
     const ConvShape& s,
-    at::ScalarType dtype) {
+    at::ScalarType dtype,
+    MathMode mode) {
   if (s.Cg() < kDirectBelowChannelsPerGroup ||
       s.Kg() * s.R * s.S >= kMaxGemmTaps) {
     return ConvAlgo::kDirect;
   }
-  return choose_gemm_tile(s.N * s.H * s.W, s.Cg(), s.G, dtype, false);
+  return choose_gemm_tile(
+      s.N * s.H * s.W, s.Cg(), s.G, dtype, false,
+      use_tensor_cores(dtype, mode));
 }
 
 inline ConvAlgo choose_backward_weight_algo(
     const ConvShape& s,
-    at::ScalarType dtype) {
+    at::ScalarType dtype,
+    MathMode mode) {
   if (s.Kg() < kDirectBelowChannelsPerGroup ||
       s.Cg() * s.R * s.S >= kMaxGemmTaps) {
     return ConvAlgo::kDirect;
   }
-  return choose_gemm_tile(s.Kg(), s.Cg() * s.R * s.S, s.G, dtype, true);
+  return choose_gemm_tile(
+      s.Kg(), s.Cg() * s.R * s.S, s.G, dtype, true,
+      use_tensor_cores(dtype, mode));
 }
 
 // Grad weight and grad bias reduce over all N*P*Q output pixels. The pixels
@@ -117,7 +159,9 @@ inline int64_t backward_weight_chunks(const ConvShape& s, ConvAlgo algo) {
   const int64_t crs = s.Cg() * s.R * s.S;
   int64_t blocks_per_chunk = s.K;  // direct: one block per output channel
   if (algo != ConvAlgo::kDirect) {
-    const int64_t tile = algo == ConvAlgo::kGemmLarge ? 128 : 64;
+    const int64_t tile =
+        algo == ConvAlgo::kGemmLarge || algo == ConvAlgo::kTensorOpLarge ? 128
+                                                                           : 64;
     blocks_per_chunk = ceil_div(s.Kg(), tile) * ceil_div(crs, tile) * s.G;
   }
   return reduction_chunks(s.N * s.P * s.Q, blocks_per_chunk, s.K * crs);

@@ -63,7 +63,11 @@ int64_t backward_input_gemm_blocks(const BackwardInputGemmParams<scalar_t>& p) {
 
 // The output coordinate that input coordinate `x` (plus padding) reaches
 // through a tap at offset `tap` (= r*dil): o with o*stride == x + pad - tap,
-// or -1 when there is none in [0, extent).
+// or -1 when there is none in [0, extent). kNoCall divides without the
+// 64-bit division subroutine (div_nonnegative): the direct kernel needs it
+// to stay off the stack in float64; the GEMM's unrolled fetch is better off
+// with the call (the inline loop, unrolled 8 times, spills there).
+template <bool kNoCall = false>
 __device__ __forceinline__ int64_t
 tap_source(int64_t x_padded, int64_t tap, int64_t stride, int64_t extent) {
   const int64_t v = x_padded - tap;
@@ -72,7 +76,7 @@ tap_source(int64_t x_padded, int64_t tap, int64_t stride, int64_t extent) {
   }
   int64_t o = v;
   if (stride != 1) {
-    o = v / stride;
+    o = kNoCall ? div_nonnegative(v, stride) : v / stride;
     if (o * stride != v) {
       return -1;
     }

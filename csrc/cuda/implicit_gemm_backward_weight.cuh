@@ -93,8 +93,8 @@ __global__ void __launch_bounds__(T::kThreads)
   const int ll = tid % T::BK;
   const int row0 = tid / T::BK;
   int64_t l = l_begin + ll;
-  int64_t n = l / (d.P * d.Q);
-  int64_t pp = (l - n * (d.P * d.Q)) / d.Q;
+  int64_t n = div_nonnegative(l, d.P * d.Q);
+  int64_t pp = div_nonnegative(l - n * (d.P * d.Q), d.Q);
   int64_t qq = l - n * (d.P * d.Q) - pp * d.Q;
   int64_t at_slice = 0;
 

@@ -1,7 +1,7 @@
 // How a pass's kernels are launched, kept apart from what they compute.
 // Each pass (forward.cuh, backward_*.cuh) is a template over a launch
 // policy with one call operator,
-//   launch(kernel, blocks, threads, params)
+//   launch(kernel, blocks, threads, params, dynamic_smem_bytes = 0)
 // which runs `kernel(params)` on a 1-D grid. CudaLaunch below is the real
 // one; the CPU emulation in tests/cuda_emulator/ supplies another so the
 // same pass code (choices, parameters, buffers, grids) is exercised on
@@ -25,6 +25,9 @@ inline unsigned grid_size(int64_t blocks, const char* what) {
   return static_cast<unsigned>(blocks);
 }
 
+// Shared memory a kernel may use without opting in to more.
+constexpr int kStaticSharedLimit = 48 * 1024;
+
 // Grid-stride kernels loop over any count; more blocks than this only add
 // scheduling overhead.
 constexpr int64_t kMaxGridStrideBlocks = int64_t{1} << 16;
@@ -44,7 +47,9 @@ namespace conv_ext::cuda {
 
 // Launches on the current stream of the current device (the op entry holds
 // a CUDAGuard on the tensors' device), so the work orders with the rest of
-// PyTorch's and is captured by CUDA graphs.
+// PyTorch's and is captured by CUDA graphs. `smem_bytes` of dynamic shared
+// memory (tensorop/: the cp.async ring); past the 48 KiB every kernel may
+// take, the kernel must opt in, per device, before its launch.
 struct CudaLaunch {
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
 
@@ -53,8 +58,14 @@ struct CudaLaunch {
       void (*kernel)(Params),
       int64_t blocks,
       int threads,
-      const Params& params) const {
-    kernel<<<grid_size(blocks, "conv_ext"), threads, 0, stream>>>(params);
+      const Params& params,
+      int smem_bytes = 0) const {
+    if (smem_bytes > kStaticSharedLimit) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(
+          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+    }
+    kernel<<<grid_size(blocks, "conv_ext"), threads, smem_bytes, stream>>>(
+        params);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };

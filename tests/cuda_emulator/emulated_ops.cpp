@@ -4,6 +4,9 @@
 // mirrors its op entry in csrc/cuda/conv2d_*.cpp and takes an `algo`
 // (-1: the heuristic's choice; else a ConvAlgo) and, for grad weight, a
 // chunk count (-1: the heuristic's), so tests reach every kernel variant.
+// The heuristic's choice here is made with TF32 off (float32 exact), so that
+// the float tests of the SIMT kernels keep their tolerances; the TF32 and
+// 16-bit tensor-core kernels are reached by their explicit ConvAlgo.
 #include <torch/extension.h>
 
 #include "emulator.h"
@@ -25,12 +28,16 @@ struct EmuLaunch {
       void (*kernel)(Params),
       int64_t blocks,
       int threads,
-      const Params& params) const {
+      const Params& params,
+      int smem_bytes = 0) const {
     emu::launch(
         kernel, conv_ext::cuda::grid_size(blocks, "emulated launch"), threads,
-        params);
+        params, static_cast<size_t>(smem_bytes));
   }
 };
+
+// An sm_80+ device with TF32 off (see above).
+constexpr conv_ext::cuda::MathMode kEmulatedMode{true, false};
 
 ConvAlgo pick(int64_t algo, ConvAlgo chosen) {
   return algo < 0 ? chosen : static_cast<ConvAlgo>(algo);
@@ -63,7 +70,9 @@ at::Tensor forward(
   }
   conv_ext::cuda::launch_forward(
       EmuLaunch{}, input, weight.contiguous(), b, s,
-      pick(algo, conv_ext::cuda::choose_forward_algo(s, input.scalar_type())),
+      pick(algo,
+           conv_ext::cuda::choose_forward_algo(
+               s, input.scalar_type(), kEmulatedMode)),
       output);
   return output;
 }
@@ -91,7 +100,9 @@ at::Tensor forward_activation(
   const at::Tensor b = bias.has_value() ? *bias : at::Tensor();
   conv_ext::cuda::launch_forward(
       EmuLaunch{}, input, weight.contiguous(), b, s,
-      pick(algo, conv_ext::cuda::choose_forward_algo(s, input.scalar_type())),
+      pick(algo,
+           conv_ext::cuda::choose_forward_algo(
+               s, input.scalar_type(), kEmulatedMode)),
       output, conv_ext::make_epilogue(activation, negative_slope));
   return output;
 }
@@ -118,7 +129,7 @@ at::Tensor backward_input(
       EmuLaunch{}, grad_output, weight.contiguous(), s,
       pick(algo,
            conv_ext::cuda::choose_backward_input_algo(
-               s, grad_output.scalar_type())),
+               s, grad_output.scalar_type(), kEmulatedMode)),
       grad_input);
   return grad_input;
 }
@@ -143,7 +154,8 @@ at::Tensor backward_weight(
   at::Tensor grad_weight = at::full(weight_size, NAN, options);
   const ConvAlgo a = pick(
       algo,
-      conv_ext::cuda::choose_backward_weight_algo(s, grad_output.scalar_type()));
+      conv_ext::cuda::choose_backward_weight_algo(
+          s, grad_output.scalar_type(), kEmulatedMode));
   conv_ext::cuda::launch_backward_weight(
       EmuLaunch{}, grad_output, input, s, a,
       chunks < 0 ? conv_ext::cuda::backward_weight_chunks(s, a) : chunks,
@@ -166,7 +178,8 @@ at::Tensor backward_bias(const at::Tensor& grad_output) {
 }
 
 // The heuristic's choices for a problem: (forward, grad input, grad weight)
-// as ConvAlgo values, and the grad-weight chunk count.
+// as ConvAlgo values, and the grad-weight chunk count; allow_tf32 stands for
+// torch.backends.cudnn.allow_tf32.
 std::vector<int64_t> choices(
     std::vector<int64_t> input_size,
     std::vector<int64_t> weight_size,
@@ -174,16 +187,40 @@ std::vector<int64_t> choices(
     std::vector<int64_t> padding,
     std::vector<int64_t> dilation,
     int64_t groups,
-    at::ScalarType dtype) {
+    at::ScalarType dtype,
+    bool allow_tf32) {
+  const conv_ext::cuda::MathMode mode{true, allow_tf32};
   const at::Tensor input = at::empty(input_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
   const at::Tensor weight = at::empty(weight_size, at::TensorOptions().dtype(dtype).device(at::kMeta));
   const ConvShape s = conv_ext::check_forward(
       input, weight, std::nullopt, stride, padding, dilation, groups);
-  const ConvAlgo w = conv_ext::cuda::choose_backward_weight_algo(s, dtype);
+  const ConvAlgo w =
+      conv_ext::cuda::choose_backward_weight_algo(s, dtype, mode);
   return {
-      static_cast<int64_t>(conv_ext::cuda::choose_forward_algo(s, dtype)),
-      static_cast<int64_t>(conv_ext::cuda::choose_backward_input_algo(s, dtype)),
+      static_cast<int64_t>(
+          conv_ext::cuda::choose_forward_algo(s, dtype, mode)),
+      static_cast<int64_t>(
+          conv_ext::cuda::choose_backward_input_algo(s, dtype, mode)),
       static_cast<int64_t>(w), conv_ext::cuda::backward_weight_chunks(s, w)};
+}
+
+// ldmatrix's shared-memory wavefronts since the last call: (8x8 matrices
+// read, extra wavefronts from bank conflicts), then the counters reset.
+std::vector<int64_t> take_ldmatrix_stats() {
+  emu::SharedMemoryStats& stats = emu::shared_memory_stats();
+  const std::vector<int64_t> out{
+      static_cast<int64_t>(stats.ldmatrix_matrices),
+      static_cast<int64_t>(stats.ldmatrix_extra_wavefronts)};
+  stats = emu::SharedMemoryStats{};
+  return out;
+}
+
+// Poisoned: a cp.async destination reads as NaN from issue until its wait,
+// so a thread still reading a stage that another thread already refills
+// shows (emulator.h, CpAsyncPending).
+void set_cp_async_poisoned(bool poisoned) {
+  emu::cp_async_pending() =
+      poisoned ? emu::CpAsyncPending::kPoisoned : emu::CpAsyncPending::kStale;
 }
 
 }  // namespace
@@ -195,4 +232,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_weight", &backward_weight);
   m.def("backward_bias", &backward_bias);
   m.def("choices", &choices);
+  m.def("take_ldmatrix_stats", &take_ldmatrix_stats);
+  m.def("set_cp_async_poisoned", &set_cp_async_poisoned);
 }
