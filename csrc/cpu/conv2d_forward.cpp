@@ -20,14 +20,14 @@
 
 #include "../activation.h"
 #include "../conv_shape.h"
-#include "conv_gemm.h"
-#include "depthwise_direct.h"
-#include "depthwise_nhwc.h"
-#include "epilogue.h"
-#include "gemm_few_pixels.h"
+#include "gemm/conv_gemm.h"
+#include "direct/depthwise_direct.h"
+#include "direct/depthwise_nhwc.h"
+#include "epilogue/epilogue.h"
+#include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
-#include "window_forward.h"
-#include "winograd.h"
+#include "window/window_forward.h"
+#include "winograd/winograd.h"
 
 namespace conv_ext::cpu {
 namespace {

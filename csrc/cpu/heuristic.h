@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "../conv_shape.h"
-#include "conv_gemm.h"
+#include "gemm/conv_gemm.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {
