@@ -41,6 +41,37 @@ inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Te
   return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.stride(1) == 1 && b.stride(1) == 1;
 }
 
+// Depthwise float NCHW layers whose output rows are narrower than a
+// vector (Q < 16: the 4 x 4 to 14 x 14 planes of late MobileNet,
+// EfficientNet and ShuffleNet layers) or strided run in blocks of 16
+// channels (depthwise_blocked.h): the plane kernels vectorize along a row
+// and fall back to scalar code there (measured forward + backward, 2
+// threads, AMD EPYC with AVX-512: dw 3 x 3 (8, 960, 4, 4) 0.22x torch and
+// (8, 96, 56, 56) stride 2 0.31x before; see the commit for after). The
+// window the blocks copy must stay near the image size.
+inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
+  const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
+  const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+  const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
+  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.scalar_type() == at::kFloat && bounded &&
+      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1);
+}
+
+// Groups of 9 to 64 channels (RegNet's group width 16) in float NCHW run
+// one (image, group) per task on the group's window, 16 destination
+// channels per vector (grouped_blocked.h): the packed GEMM spends more on
+// packing and set-up of its 16 x 16 tiles than on their multiply-adds
+// (measured forward + backward, 2 threads, AMD EPYC with AVX-512:
+// (8, 400, 4, 4) with 25 groups, 0.20-0.35x torch before; see the commit
+// for after). The window must stay near the image size.
+inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
+  const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
+  const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+  const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
+  return s.G > 1 && (s.Cg() > 8 || s.Kg() > 8) && s.Cg() <= 64 && s.Kg() <= 64 &&
+      a.scalar_type() == at::kFloat && bounded;
+}
+
 // GEMM orientation of the forward and grad-input passes. Pixels-major
 // (patch panels of mr pixels, weights as the nr-wide B panels) when channels
 // are contiguous, so a patch row is runs of channels; channels-major (nr
