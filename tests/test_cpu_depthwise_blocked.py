@@ -30,6 +30,8 @@ CASES = [
     (2, 20, 13, 15, 5, 2, 2, 1),     # 5 x 5 stride 2
     (1, 16, 12, 12, 7, 1, 3, 1),     # 7 x 7
     (1, 16, 7, 7, 7, 1, 3, 1),       # 7 x 7 on a 7 x 7 plane
+    (1, 16, 20, 18, 7, 1, 3, 1),     # 7 x 7 on a plane wider than a vector
+    (1, 16, 17, 16, 5, 1, 2, 1),     # 5 x 5 on a plane wider than a vector
     (2, 16, 11, 9, 3, 1, 2, 2),      # dilation 2
     (1, 19, 6, 13, 3, (1, 2), 1, 1), # stride 2 along the columns only
     (1, 16, 4, 6, (1, 3), 1, (0, 1), 1),  # 1 x 3 taps

@@ -43,18 +43,25 @@ inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Te
 
 // Depthwise float NCHW layers whose output rows are narrower than a
 // vector (Q < 16: the 4 x 4 to 14 x 14 planes of late MobileNet,
-// EfficientNet and ShuffleNet layers) or strided run in blocks of 16
-// channels (depthwise_blocked.h): the plane kernels vectorize along a row
-// and fall back to scalar code there (measured forward + backward, 2
-// threads, AMD EPYC with AVX-512: dw 3 x 3 (8, 960, 4, 4) 0.22x torch and
-// (8, 96, 56, 56) stride 2 0.31x before; see the commit for after). The
-// window the blocks copy must stay near the image size.
+// EfficientNet and ShuffleNet layers), strided, or with kernels wider than
+// 3 x 3 run in blocks of 16 channels (depthwise_blocked.h): the plane
+// kernels vectorize along a row and fall back to scalar code for narrow
+// rows and strided columns, and hold only a few rows of a 5 x 5 or 7 x 7
+// window in registers. Measured per pass against torch, 1 thread, AMD EPYC
+// with AVX-512 (forward / grad input / grad weight, ms, plane kernels ->
+// blocked): 3 x 3 (8, 960, 4, 4) 2.3 / 9.3 / 4.2 -> 0.14 / 0.14 / 0.18
+// (torch 0.12 / 0.17 / 0.12); 3 x 3 (8, 144, 28, 28) stride 2
+// 6.3 / 24 / 3.6 -> 0.27 / 0.46 / 0.27 (torch 0.31 / 1.3 / 0.28);
+// 7 x 7 (8, 96, 28, 28) forward 5.5 on the plane kernels against torch's
+// 1.8. The 3 x 3 stride-1 layers on wide planes keep the plane kernels
+// (mbv2_dw_3x3: 7x torch). The window the blocks copy must stay near the
+// image size.
 inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
   return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.scalar_type() == at::kFloat && bounded &&
-      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1);
+      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9);
 }
 
 // Groups of 9 to 64 channels (RegNet's group width 16) in float NCHW run

@@ -1,7 +1,7 @@
 // The three passes of the grouped blocked kernels (grouped_blocked.h):
-// weights regrouped per group into [destination block][tap][source][16],
-// then one task per (image, group) for forward and grad input, one per
-// group for grad weight.
+// one task per (image, group) for forward and grad input, each thread
+// regrouping a group's weights into [destination block][tap][source][16]
+// as it reaches it; one task per group for grad weight.
 #include "grouped_blocked.h"
 
 #include <ATen/Parallel.h>
@@ -17,44 +17,52 @@ namespace {
 
 int64_t padded(int64_t n) { return (n + kGroupLanes - 1) / kGroupLanes * kGroupLanes; }
 
-// Per group: [d / 16][r*S + s][src][d % 16] = weight of (dst d, src) at
-// (r, s), where transpose swaps the roles (grad input: the destinations
-// are the input channels).
-std::vector<float> group_taps(const at::Tensor& weight, const ConvShape& s, bool transpose) {
-  const int64_t Cg = s.Cg(), Kg = s.Kg(), RS = s.R * s.S;
+// Group grp's weights as [d / 16][r*S + s][src][d % 16] (zeros past the
+// destinations) into out, where transpose swaps the roles (grad input:
+// the destinations are the input channels). Written in order, read with
+// the weight's strides.
+void group_taps(const at::Tensor& weight, const ConvShape& s, bool transpose, int64_t grp,
+                float* out) {
+  const int64_t Cg = s.Cg(), Kg = s.Kg();
   const int64_t ns = transpose ? Kg : Cg, nd = transpose ? Cg : Kg, ndp = padded(nd);
-  std::vector<float> wt(s.G * ndp * RS * ns, 0.f);
-  const float* w = weight.const_data_ptr<float>();
+  const float* w = weight.const_data_ptr<float>() + grp * Kg * weight.stride(0);
   const WeightView ws(weight);
-  for (int64_t g = 0; g < s.G; ++g)
-    for (int64_t k = 0; k < Kg; ++k)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t r = 0; r < s.R; ++r)
-          for (int64_t t = 0; t < s.S; ++t) {
-            const int64_t d = transpose ? c : k, src = transpose ? k : c;
-            wt[g * ndp * RS * ns + (((d / kGroupLanes) * RS + r * s.S + t) * ns + src) *
-                kGroupLanes + d % kGroupLanes] =
-                w[(g * Kg + k) * ws.s0 + c * ws.s1 + r * ws.s2 + t * ws.s3];
-          }
-  return wt;
+  const int64_t d_st = transpose ? ws.s1 : ws.s0, s_st = transpose ? ws.s0 : ws.s1;
+  for (int64_t d0 = 0; d0 < ndp; d0 += kGroupLanes)
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t t = 0; t < s.S; ++t)
+        for (int64_t src = 0; src < ns; ++src) {
+          const float* tap = w + r * ws.s2 + t * ws.s3 + src * s_st;
+          for (int64_t l = 0; l < kGroupLanes; ++l)
+            *out++ = d0 + l < nd ? tap[(d0 + l) * d_st] : 0.f;
+        }
 }
 
 // One task per (image, group): correlate (scatter = false) or scatter.
 void run_tasks(const float* src, const Strides4& ss, int64_t H, int64_t W, float* dst,
                const Strides4& ds, const ConvShape& s, int64_t ns, int64_t nd,
-               const DirectGeom& g, const PadGeom& pg, const std::vector<float>& wt,
-               const float* init, bool scatter, Isa isa, const Epilogue* epilogue) {
+               const DirectGeom& g, const PadGeom& pg, const at::Tensor& weight,
+               bool transpose, const float* init, bool scatter, Isa isa,
+               const Epilogue* epilogue) {
   const int64_t RS = s.R * s.S, ndp = padded(nd);
   std::vector<int64_t> pix(g.P * g.Q), tap(RS);
   window_offsets(g, pix.data(), tap.data());
+  // Tasks group-major: each thread regroups a group's weights once, when
+  // its tasks reach that group (in parallel, and while they are in L1).
   at::parallel_for(0, s.N * s.G, grain_for(ns * nd * RS * g.P * g.Q),
                    [&](int64_t begin, int64_t end) {
     float* work = scratch<float>(0, group_work_size(g, pg, ns, nd));
+    float* wt = scratch<float>(1, ndp * RS * ns);
+    int64_t have = -1;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / s.G, grp = task % s.G;
+      const int64_t n = task % s.N, grp = task / s.N;
+      if (grp != have) {
+        group_taps(weight, s, transpose, grp, wt);
+        have = grp;
+      }
       float* d = dst + n * ds.d0 + grp * nd * ds.d1;
       const GroupTask t{src + n * ss.d0 + grp * ns * ss.d1, ss.d1, ss.d2, ss.d3, H, W,
-                        d, ds.d1, ds.d2, ds.d3, ns, nd, wt.data() + grp * ndp * RS * ns,
+                        d, ds.d1, ds.d2, ds.d3, ns, nd, wt,
                         init ? init + grp * ndp : nullptr, g, pg, pix.data(), tap.data()};
       if (scatter) {
         group_blocked_scatter(isa, t, work);
@@ -73,7 +81,6 @@ void run_tasks(const float* src, const Strides4& ss, int64_t H, int64_t W, float
 void grouped_blocked_forward(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const ConvShape& s, at::Tensor& output, Isa isa, const Epilogue& epilogue) {
-  const std::vector<float> wt = group_taps(weight, s, false);
   const std::vector<float> b = bias_values<float, float>(bias, s.K);
   const int64_t Kg = s.Kg(), kp = padded(Kg);
   std::vector<float> init(s.G * kp, 0.f);
@@ -82,8 +89,8 @@ void grouped_blocked_forward(
   const DirectGeom g = direct_geom(
       s.P, s.Q, s.stride_h, -s.pad_h, s.dil_h, s.R, s.stride_w, -s.pad_w, s.dil_w, s.S, pg);
   run_tasks(input.const_data_ptr<float>(), Strides4(input), s.H, s.W,
-            output.mutable_data_ptr<float>(), Strides4(output), s, s.Cg(), Kg, g, pg, wt,
-            init.data(), false, isa, &epilogue);
+            output.mutable_data_ptr<float>(), Strides4(output), s, s.Cg(), Kg, g, pg, weight,
+            false, init.data(), false, isa, &epilogue);
 }
 
 // As depthwise_blocked_backward_input: a correlation with offset +pad and
@@ -91,7 +98,6 @@ void grouped_blocked_forward(
 void grouped_blocked_backward_input(
     const at::Tensor& grad_output, const at::Tensor& weight, const ConvShape& s,
     at::Tensor& grad_input, Isa isa) {
-  const std::vector<float> wt = group_taps(weight, s, true);
   const float* dy = grad_output.const_data_ptr<float>();
   float* dx = grad_input.mutable_data_ptr<float>();
   const Strides4 ys(grad_output), xs(grad_input);
@@ -99,13 +105,13 @@ void grouped_blocked_backward_input(
   if (s.stride_h == 1 && s.stride_w == 1) {
     const DirectGeom g =
         direct_geom(s.H, s.W, 1, s.pad_h, -s.dil_h, s.R, 1, s.pad_w, -s.dil_w, s.S, pg);
-    run_tasks(dy, ys, s.P, s.Q, dx, xs, s, s.Kg(), s.Cg(), g, pg, wt, nullptr, false, isa,
+    run_tasks(dy, ys, s.P, s.Q, dx, xs, s, s.Kg(), s.Cg(), g, pg, weight, true, nullptr, false, isa,
               nullptr);
     return;
   }
   const DirectGeom g = direct_geom(
       s.P, s.Q, s.stride_h, -s.pad_h, s.dil_h, s.R, s.stride_w, -s.pad_w, s.dil_w, s.S, pg);
-  run_tasks(dy, ys, s.H, s.W, dx, xs, s, s.Kg(), s.Cg(), g, pg, wt, nullptr, true, isa,
+  run_tasks(dy, ys, s.H, s.W, dx, xs, s, s.Kg(), s.Cg(), g, pg, weight, true, nullptr, true, isa,
             nullptr);
 }
 

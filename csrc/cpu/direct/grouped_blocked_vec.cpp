@@ -65,47 +65,70 @@ void correlate(const GroupTask& t, float* work) {
   unpack_window<B == 16>(ob, PadGeom{0, g.P, 0, g.Q}, t.nd, ldo, t.dst, t.d_c, t.d_h, t.d_w, g.P, g.Q);
 }
 
-// Each grad_output pixel's contribution to a tap's 16 destination channels
-// summed over its ns channels in registers (a few taps at once, for
-// independent chains), then added into the zeroed window once.
-template <int B, int NT>
-inline void scatter_taps(const GroupTask& t, const float* d, float* base, int64_t j0,
-                         int64_t cb, int64_t ldx) {
+// The contributions of NPX grad_output pixels (d + x*ns, base + x*bs) to
+// NT taps' 16 destination channels, summed over the ns source channels in
+// registers (NPX * NT independent chains, each weight vector loaded once
+// for the NPX pixels), then added into the zeroed window once.
+template <int B, int NT, int NPX>
+inline void scatter_taps(const GroupTask& t, const float* d, float* base, int64_t bs,
+                         int64_t j0, int64_t cb, int64_t ldx) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kL / B;
   const int64_t RS = t.g.R * t.g.S, ns = t.ns;
-  V a[NT][NV];
-  for (int u = 0; u < NT; ++u)
-    for (int v = 0; v < NV; ++v) a[u][v] = V{};
+  V a[NPX][NT][NV];
+  for (int x = 0; x < NPX; ++x)
+    for (int u = 0; u < NT; ++u)
+      for (int v = 0; v < NV; ++v) a[x][u][v] = V{};
   const float* w = t.wt + (cb * RS + j0) * ns * kL;
   for (int64_t k = 0; k < ns; ++k) {
-    const float b = d[k];
+    float b[NPX];
+    for (int x = 0; x < NPX; ++x) b[x] = d[x * ns + k];
 #pragma GCC unroll 4
     for (int u = 0; u < NT; ++u)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) a[u][v] += loadv<B>(w + (u * ns + k) * kL + v * B) * b;
+      for (int v = 0; v < NV; ++v) {
+        const V wv = loadv<B>(w + (u * ns + k) * kL + v * B);
+#pragma GCC unroll 2
+        for (int x = 0; x < NPX; ++x) a[x][u][v] += wv * b[x];
+      }
   }
-  for (int u = 0; u < NT; ++u) {
-    float* o = base + t.tap[j0 + u] * ldx + cb * kL;
-    for (int v = 0; v < NV; ++v) storev<B>(o + v * B, loadv<B>(o + v * B) + a[u][v]);
+  for (int x = 0; x < NPX; ++x)
+    for (int u = 0; u < NT; ++u) {
+      float* o = base + x * bs + t.tap[j0 + u] * ldx + cb * kL;
+      for (int v = 0; v < NV; ++v) storev<B>(o + v * B, loadv<B>(o + v * B) + a[x][u][v]);
+    }
+}
+
+template <int B, int NPX>
+inline void scatter_pixels(const GroupTask& t, const float* db, float* xb, int64_t i,
+                           int64_t ldx) {
+  constexpr int NT = B == 16 ? 4 : 2;
+  const int64_t RS = t.g.R * t.g.S;
+  float* base = xb + t.pix[i] * ldx;
+  const int64_t bs = NPX > 1 ? (t.pix[i + NPX - 1] - t.pix[i]) / (NPX - 1) * ldx : 0;
+  for (int64_t cb = 0; cb < ldx / kL; ++cb) {
+    int64_t j = 0;
+    for (; j + NT <= RS; j += NT)
+      scatter_taps<B, NT, NPX>(t, db + i * t.ns, base, bs, j, cb, ldx);
+    for (; j < RS; ++j) scatter_taps<B, 1, NPX>(t, db + i * t.ns, base, bs, j, cb, ldx);
   }
 }
 
 template <int B>
 void scatter(const GroupTask& t, float* work) {
   const DirectGeom& g = t.g;
-  const int64_t ldx = padded(t.nd), PQ = g.P * g.Q, RS = g.R * g.S;
+  const int64_t ldx = padded(t.nd);
   float* xb = work;
   float* db = work + t.pg.Hp * t.pg.Wp * ldx;
   std::fill_n(xb, t.pg.Hp * t.pg.Wp * ldx, 0.f);
   pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.ns, t.ns, PadGeom{0, g.P, 0, g.Q}, db);
-  for (int64_t i = 0; i < PQ; ++i) {
-    float* base = xb + t.pix[i] * ldx;
-    for (int64_t cb = 0; cb < ldx / kL; ++cb) {
-      int64_t j = 0;
-      for (; j + 4 <= RS; j += 4) scatter_taps<B, 4>(t, db + i * t.ns, base, j, cb, ldx);
-      for (; j < RS; ++j) scatter_taps<B, 1>(t, db + i * t.ns, base, j, cb, ldx);
-    }
+  // Pairs of neighbours in a row (their windows a column stride apart).
+  // The order of the additions into each window element depends on the
+  // geometry alone, not on the threads: deterministic.
+  for (int64_t p = 0; p < g.P; ++p) {
+    int64_t q = 0;
+    for (; q + 2 <= g.Q; q += 2) scatter_pixels<B, 2>(t, db, xb, p * g.Q + q, ldx);
+    for (; q < g.Q; ++q) scatter_pixels<B, 1>(t, db, xb, p * g.Q + q, ldx);
   }
   unpack_window<B == 16>(xb, t.pg, t.nd, ldx, t.dst, t.d_c, t.d_h, t.d_w, t.H, t.W);
 }
