@@ -120,6 +120,8 @@ void depthwise_blocked_backward_weight(
   const DirectGeom g = direct_geom(
       s.P, s.Q, s.stride_h, -s.pad_h, s.dil_h, s.R, s.stride_w, -s.pad_w, s.dil_w, s.S, pg);
   const int64_t nb = blocks(s.C), RS = s.R * s.S;
+  std::vector<int64_t> pix(g.P * g.Q), tap(RS);
+  window_offsets(g, pix.data(), tap.data());
   at::parallel_for(0, nb, grain_for(s.N * kDwBlock * RS * s.P * s.Q),
                    [&](int64_t begin, int64_t end) {
     float* work = scratch<float>(0, dw_work_size(g, pg));
@@ -129,7 +131,8 @@ void depthwise_blocked_backward_weight(
       std::fill_n(acc, RS * kDwBlock, 0.f);
       for (int64_t n = 0; n < s.N; ++n) {
         const DwTask t{x + n * xs.d0 + c0 * xs.d1, xs.d1, xs.d2, xs.d3, s.H, s.W,
-                       nullptr, 0, 0, 0, nc, nullptr, nullptr, g, pg, nullptr, nullptr};
+                       nullptr, 0, 0, 0, nc, nullptr, nullptr, g, pg, pix.data(),
+                       tap.data()};
         dw_blocked_dot(isa, t, dy + n * ys.d0 + c0 * ys.d1, ys.d1, ys.d2, ys.d3, acc, work);
       }
       for (int64_t c = 0; c < nc; ++c)

@@ -118,6 +118,36 @@ inline void dot_row(const DirectGeom& g, const float* xb, const float* db, int64
     }
 }
 
+// 3 x 3: all nine tap sums in registers over the whole plane, nine
+// independent chains (one tap row at a time left three, latency-bound on
+// planes of 16 pixels); each dy vector loaded once for all of them.
+template <int B>
+inline void dot_3x3(const DwTask& t, const float* xb, const float* db, float* acc) {
+  using V = typename Vec<float, B>::type;
+  constexpr int NV = kCb / B;
+  const DirectGeom& g = t.g;
+  V a[9][NV];
+  for (int j = 0; j < 9; ++j)
+    for (int v = 0; v < NV; ++v) a[j][v] = V{};
+  int64_t off[9];
+  for (int j = 0; j < 9; ++j) off[j] = t.tap[j] * kCb;
+  const int64_t PQ = g.P * g.Q;
+  for (int64_t i = 0; i < PQ; ++i) {
+    V dv[NV];
+    for (int v = 0; v < NV; ++v) dv[v] = loadv<B>(db + i * kCb + v * B);
+    const float* x = xb + t.pix[i] * kCb;
+#pragma GCC unroll 9
+    for (int j = 0; j < 9; ++j)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) a[j][v] += dv[v] * loadv<B>(x + off[j] + v * B);
+  }
+  for (int j = 0; j < 9; ++j)
+    for (int v = 0; v < NV; ++v) {
+      float* o = acc + j * kCb + v * B;
+      storev<B>(o, loadv<B>(o) + a[j][v]);
+    }
+}
+
 // Any other kernel width: the tap sums in acc (L1).
 template <int B>
 void dot_row_any(const DirectGeom& g, const float* xb, const float* db, int64_t r,
@@ -149,6 +179,7 @@ void dot(const DwTask& t, const float* dy, int64_t dy_c, int64_t dy_h, int64_t d
   float* db = work + t.pg.Hp * t.pg.Wp * kCb;
   pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.nc, kCb, t.pg, xb);
   pack_window<B == 16>(dy, dy_c, dy_h, dy_w, g.P, g.Q, t.nc, kCb, PadGeom{0, g.P, 0, g.Q}, db);
+  if (g.R == 3 && g.S == 3 && t.pix != nullptr) return dot_3x3<B>(t, xb, db, acc);
   for (int64_t r = 0; r < g.R; ++r) {
     switch (g.S) {
       case 1: dot_row<B, 1>(g, xb, db, r, acc); break;
