@@ -47,15 +47,15 @@ inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Te
 // 3 x 3 run in blocks of 16 channels (depthwise_blocked.h): the plane
 // kernels vectorize along a row and fall back to scalar code for narrow
 // rows and strided columns, and hold only a few rows of a 5 x 5 or 7 x 7
-// window in registers. Measured per pass against torch, 1 thread, AMD EPYC
-// with AVX-512 (forward / grad input / grad weight, ms, plane kernels ->
-// blocked): 3 x 3 (8, 960, 4, 4) 2.3 / 9.3 / 4.2 -> 0.14 / 0.14 / 0.18
-// (torch 0.12 / 0.17 / 0.12); 3 x 3 (8, 144, 28, 28) stride 2
-// 6.3 / 24 / 3.6 -> 0.27 / 0.46 / 0.27 (torch 0.31 / 1.3 / 0.28);
-// 7 x 7 (8, 96, 28, 28) forward 5.5 on the plane kernels against torch's
-// 1.8. The 3 x 3 stride-1 layers on wide planes keep the plane kernels
-// (mbv2_dw_3x3: 7x torch). The window the blocks copy must stay near the
-// image size.
+// window in registers. Measured per pass, 2 threads, AMD EPYC with
+// AVX-512, median of 60 calls interleaved with torch on a busy machine
+// (forward + grad input + grad weight against torch's; plane kernels ->
+// blocked): 3 x 3 (8, 960, 4, 4) 0.22x -> 1.7-4x; (8, 192, 14, 14)
+// 1.0x -> 2.6x; 5 x 5 (8, 240, 14, 14) 0.85x -> 5.6x; 7 x 7
+// (8, 96, 28, 28) forward, 1 thread: 4.8-5.5 ms -> 0.89 ms (torch 0.90).
+// The 3 x 3 stride-1 layers on planes of 16 columns or more keep the plane
+// kernels (mbv2_dw_3x3: 2.6-7x torch). The window the blocks copy must
+// stay near the image size.
 inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
@@ -67,10 +67,13 @@ inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
 // Groups of 9 to 64 channels (RegNet's group width 16) in float NCHW run
 // one (image, group) per task on the group's window, 16 destination
 // channels per vector (grouped_blocked.h): the packed GEMM spends more on
-// packing and set-up of its 16 x 16 tiles than on their multiply-adds
-// (measured forward + backward, 2 threads, AMD EPYC with AVX-512:
-// (8, 400, 4, 4) with 25 groups, 0.20-0.35x torch before; see the commit
-// for after). The window must stay near the image size.
+// packing and set-up of its 16 x 16 tiles than on their multiply-adds.
+// Measured as above (2 threads, AMD EPYC with AVX-512, three passes
+// against torch's; GEMM -> blocked): (8, 400, 4, 4) 25 groups 0.33x ->
+// 1.36x; (8, 160, 7, 7) 10 groups 0.42x -> 1.51x; (8, 160, 14, 14)
+// stride 2 0.11x -> 1.41x; (8, 400, 7, 7) stride 2 0.28x -> 1.28x;
+// (8, 64, 28, 28) 4 groups 0.46x -> 1.39x. The window must stay near the
+// image size.
 inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
