@@ -74,8 +74,8 @@ void depthwise_blocked_forward(
 
 // Grad input pixel h takes grad_output p = (h + pad - r*dil) / stride. At
 // unit stride that is a correlation with offset +pad and dilation -dil; at
-// larger strides each grad_output pixel is scattered through its taps
-// instead (no tap the stride skips is multiplied).
+// larger strides each grad input pixel gathers the taps that reach it
+// (no tap the stride skips is multiplied).
 void depthwise_blocked_backward_input(
     const at::Tensor& grad_output, const at::Tensor& weight, const ConvShape& s,
     at::Tensor& grad_input, Isa isa) {
@@ -102,7 +102,7 @@ void depthwise_blocked_backward_input(
                      dx + n * xs.d0 + c0 * xs.d1, xs.d1, xs.d2, xs.d3,
                      std::min(kDwBlock, s.C - c0), wt.data() + blk * RS * kDwBlock,
                      nullptr, g, pg, nullptr, nullptr};
-      dw_blocked_scatter(isa, t, work);
+      dw_blocked_strided_input(isa, t, work);
     }
   });
 }

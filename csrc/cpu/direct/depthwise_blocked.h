@@ -29,7 +29,7 @@ constexpr int64_t kDwBlock = 16;  // channels per block: one zmm of floats
 
 // One task of the blocked kernels: channels [c0, c0 + nc) of one image.
 // Source planes src + c * ss.d1 (rows ss.d2, columns ss.d3), H x W;
-// destination planes dst + c * ds.d1, P x Q outputs (or, for the scatter,
+// destination planes dst + c * ds.d1, P x Q outputs (or, for the strided grad input,
 // H x W inputs). wt: [r][s][16] taps, init: 16 values or null.
 struct DwTask {
   const float* src;
@@ -53,10 +53,10 @@ void window_offsets(const DirectGeom& g, int64_t* pix, int64_t* tap);
 // the task's buffer, at least dw_work_size(g) floats.
 void dw_blocked_correlate(Isa isa, const DwTask& t, float* work);
 
-// Grad input at stride > 1: the P x Q grad_output planes (src) scattered
-// through the taps into the H x W grad input planes (dst), g and pg the
-// forward's geometry.
-void dw_blocked_scatter(Isa isa, const DwTask& t, float* work);
+// Grad input at stride > 1: each element of the H x W grad input planes
+// (dst) gathers the P x Q grad_output pixels (src) whose taps reach it,
+// g and pg the forward's geometry.
+void dw_blocked_strided_input(Isa isa, const DwTask& t, float* work);
 
 // Grad weight: acc[(r*S + s)*16 + c] += sum over the outputs of dy(c) *
 // x(c) at the tap's source pixel, for one image; src is x, dy is grad

@@ -5,6 +5,7 @@
 // AVX-512F.
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "channel_blocks.h"
 #include "depthwise_blocked.h"
@@ -59,30 +60,53 @@ void correlate(const DwTask& t, float* work) {
   unpack_window<B == 16>(ob, PadGeom{0, g.P, 0, g.Q}, t.nc, kCb, t.dst, t.d_c, t.d_h, t.d_w, g.P, g.Q);
 }
 
-// Every grad_output pixel adds its taps into the zeroed window of the
-// grad input, pixels and taps in a fixed order.
+// Grad input at stride > 1 as a gather: window element (i, j) of the grad
+// input sums w[r][s] * dy[p][q] over the tap rows (r, p) with p*st_h + rb +
+// r*dil_h = i and the tap columns (s, q) with q*st_w + cb + s*dil_w = j,
+// listed once per task. Every element is written once: no zeroed window,
+// no read-modify-write per tap (a scatter through the taps did both: 5 x 5
+// (8, 144, 28, 28) stride 2, 1 thread, 1.0 -> 0.85 ms).
 template <int B>
-void scatter(const DwTask& t, float* work) {
+void strided_input(const DwTask& t, float* work) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kCb / B;
   const DirectGeom& g = t.g;
+  const int64_t Hp = t.pg.Hp, Wp = t.pg.Wp;
   float* xb = work;
-  float* db = work + t.pg.Hp * t.pg.Wp * kCb;
-  std::fill_n(xb, t.pg.Hp * t.pg.Wp * kCb, 0.f);
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.nc, kCb, PadGeom{0, g.P, 0, g.Q}, db);
-  for (int64_t p = 0; p < g.P; ++p)
-    for (int64_t q = 0; q < g.Q; ++q) {
-      V d[NV];
-      for (int v = 0; v < NV; ++v) d[v] = loadv<B>(db + (p * g.Q + q) * kCb + v * B);
-      for (int64_t r = 0; r < g.R; ++r) {
-        float* xr = xb + ((p * g.st_h + g.rb + r * g.dil_h) * g.Wp + g.cb + q * g.st_w) * kCb;
-        for (int64_t s = 0; s < g.S; ++s) {
-          float* x = xr + s * g.dil_w * kCb;
-          const float* w = t.wt + (r * g.S + s) * kCb;
-          for (int v = 0; v < NV; ++v)
-            storev<B>(x + v * B, loadv<B>(x + v * B) + loadv<B>(w + v * B) * d[v]);
-        }
+  float* db = work + Hp * Wp * kCb;
+  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.nc, kCb,
+                       PadGeom{0, g.P, 0, g.Q}, db);
+  // rows[rs[i] .. rs[i+1]): (weight row offset, dy row offset) pairs.
+  thread_local std::vector<int64_t> rs, rows, cs, cols;
+  auto list = [](int64_t n, int64_t O, int64_t st, int64_t base, int64_t dil, int64_t K,
+                 int64_t wmul, int64_t dmul, std::vector<int64_t>& start,
+                 std::vector<int64_t>& pairs) {
+    start.assign(n + 1, 0);
+    pairs.clear();
+    for (int64_t e = 0; e < n; ++e) {
+      start[e] = static_cast<int64_t>(pairs.size());
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t rem = e - base - k * dil;
+        if (rem < 0 || rem % st != 0 || rem / st >= O) continue;
+        pairs.push_back(k * wmul);
+        pairs.push_back(rem / st * dmul);
       }
+    }
+    start[n] = static_cast<int64_t>(pairs.size());
+  };
+  list(Hp, g.P, g.st_h, g.rb, g.dil_h, g.R, g.S * kCb, g.Q * kCb, rs, rows);
+  list(Wp, g.Q, g.st_w, g.cb, g.dil_w, g.S, kCb, kCb, cs, cols);
+  for (int64_t i = 0; i < Hp; ++i)
+    for (int64_t j = 0; j < Wp; ++j) {
+      V acc[NV];
+      for (int v = 0; v < NV; ++v) acc[v] = V{};
+      for (int64_t a = rs[i]; a < rs[i + 1]; a += 2)
+        for (int64_t b = cs[j]; b < cs[j + 1]; b += 2) {
+          const float* w = t.wt + rows[a] + cols[b];
+          const float* d = db + rows[a + 1] + cols[b + 1];
+          for (int v = 0; v < NV; ++v) acc[v] += loadv<B>(w + v * B) * loadv<B>(d + v * B);
+        }
+      for (int v = 0; v < NV; ++v) storev<B>(xb + (i * Wp + j) * kCb + v * B, acc[v]);
     }
   unpack_window<B == 16>(xb, t.pg, t.nc, kCb, t.dst, t.d_c, t.d_h, t.d_w, t.H, t.W);
 }
@@ -193,8 +217,8 @@ void dot(const DwTask& t, const float* dy, int64_t dy_c, int64_t dy_h, int64_t d
 
 CONV_EXT_FLAT_AVX2 void correlate_avx2(const DwTask& t, float* w) { correlate<8>(t, w); }
 CONV_EXT_FLAT_AVX512 void correlate_avx512(const DwTask& t, float* w) { correlate<16>(t, w); }
-CONV_EXT_FLAT_AVX2 void scatter_avx2(const DwTask& t, float* w) { scatter<8>(t, w); }
-CONV_EXT_FLAT_AVX512 void scatter_avx512(const DwTask& t, float* w) { scatter<16>(t, w); }
+CONV_EXT_FLAT_AVX2 void strided_input_avx2(const DwTask& t, float* w) { strided_input<8>(t, w); }
+CONV_EXT_FLAT_AVX512 void strided_input_avx512(const DwTask& t, float* w) { strided_input<16>(t, w); }
 CONV_EXT_FLAT_AVX2 void dot_avx2(const DwTask& t, const float* dy, int64_t c, int64_t h,
                                  int64_t w, float* acc, float* work) {
   dot<8>(t, dy, c, h, w, acc, work);
@@ -222,11 +246,11 @@ void dw_blocked_correlate(Isa isa, const DwTask& t, float* work) {
   }
 }
 
-void dw_blocked_scatter(Isa isa, const DwTask& t, float* work) {
+void dw_blocked_strided_input(Isa isa, const DwTask& t, float* work) {
   switch (isa) {
-    case Isa::kAvx512: return scatter_avx512(t, work);
-    case Isa::kAvx2: return scatter_avx2(t, work);
-    default: return scatter<4>(t, work);
+    case Isa::kAvx512: return strided_input_avx512(t, work);
+    case Isa::kAvx2: return strided_input_avx2(t, work);
+    default: return strided_input<4>(t, work);
   }
 }
 
