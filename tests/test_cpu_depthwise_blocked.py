@@ -138,3 +138,21 @@ def test_blocked_results_do_not_depend_on_the_thread_count(isa):
         torch.set_num_threads(before)
     for one, two in zip(*outs):
         assert torch.equal(one, two)
+
+
+def test_blocked_mixed_memory_formats(isa):
+    # A channels_last input with an NCHW grad_output (or the reverse) is not
+    # the channels_last kernel's case: the blocked kernels read both through
+    # their strides.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 24, 9, 9, generator=gen, dtype=torch.float64)
+    wt = torch.randn(24, 1, 3, 3, generator=gen, dtype=torch.float64)
+    y = F.conv2d(x, wt, None, 2, 1, 1, 24)
+    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    ref = torch.ops.aten.convolution_backward(
+        gy, x, wt, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 24, [True, True, False])
+    a = ([2, 2], [1, 1], [1, 1], 24)
+    xf = x.float().to(memory_format=torch.channels_last)
+    gf = gy.float()
+    assert relerr(ops.conv2d_backward_weight(gf, xf, list(wt.shape), *a), ref[1]) < 2e-6
+    assert relerr(ops.conv2d_backward_input(gf, wt.float(), list(x.shape), *a), ref[0]) < 2e-6

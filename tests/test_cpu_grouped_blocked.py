@@ -125,3 +125,27 @@ def test_grouped_results_do_not_depend_on_the_thread_count(isa):
     for one, two in ((outs[0], outs[1]), (outs[2], outs[3])):
         for a, b in zip(one, two):
             assert torch.equal(a, b)
+
+
+def test_grouped_channels_last(isa):
+    # channels_last tensors take the same kernels through their strides;
+    # the output keeps the input's memory format.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 32, 7, 7, generator=gen, dtype=torch.float64)
+    wt = torch.randn(32, 16, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(32, generator=gen, dtype=torch.float64)
+    for st in (1, 2):
+        y = F.conv2d(x, wt, b, st, 1, 1, 2)
+        gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        ref = torch.ops.aten.convolution_backward(
+            gy, x, wt, [32], [st, st], [1, 1], [1, 1], False, [0, 0], 2, [True, True, False])
+        cl = torch.channels_last
+        xf = x.float().to(memory_format=cl)
+        wf = wt.float().to(memory_format=cl)
+        gf = gy.float().to(memory_format=cl)
+        a = ([st, st], [1, 1], [1, 1], 2)
+        out = ops.conv2d_forward(xf, wf, b.float(), *a)
+        assert out.is_contiguous(memory_format=cl)
+        assert relerr(out, y) < 5e-6
+        assert relerr(ops.conv2d_backward_input(gf, wf, list(x.shape), *a), ref[0]) < 5e-6
+        assert relerr(ops.conv2d_backward_weight(gf, xf, list(wt.shape), *a), ref[1]) < 5e-6
