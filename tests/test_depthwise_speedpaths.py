@@ -1,4 +1,4 @@
-"""The direct kernels' fast paths (csrc/cpu/direct_rows.h, direct_3x3_avx512.cpp)
+"""The direct kernels' fast paths (csrc/cpu/direct/direct_rows.h, direct_3x3_avx512.cpp)
 at the edges of their geometry, on every instruction set, against
 torch.nn.functional.conv2d in float32 and float64: row widths around the
 vector width (one block, a shifted last block, several), heights below one
@@ -100,7 +100,7 @@ def test_non_finite_values_beside_the_padding_stay_out(isa):
     assert torch.isfinite(y).all()
 
 
-# channels_last depthwise (csrc/cpu/depthwise_nhwc.h): (N, C, H, W, stride,
+# channels_last depthwise (csrc/cpu/direct/depthwise_nhwc.h): (N, C, H, W, stride,
 # pad, dil): channel counts around the vector blocks (2 x 16, 16, the scalar
 # tail), rows narrower than a 4-pixel block, stride 2, wide padding.
 NHWC = [

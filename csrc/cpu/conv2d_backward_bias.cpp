@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "../conv_shape.h"
-#include "conv_gemm.h"
-#include "direct_rows.h"
+#include "gemm/conv_gemm.h"
+#include "direct/direct_rows.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {

@@ -20,13 +20,15 @@
 #include <vector>
 
 #include "../conv_shape.h"
-#include "conv_gemm.h"
-#include "depthwise_direct.h"
-#include "depthwise_nhwc.h"
-#include "gemm_few_pixels.h"
+#include "gemm/conv_gemm.h"
+#include "direct/depthwise_direct.h"
+#include "direct/depthwise_blocked.h"
+#include "direct/grouped_blocked.h"
+#include "direct/depthwise_nhwc.h"
+#include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
-#include "window_forward.h"
-#include "winograd.h"
+#include "window/window_forward.h"
+#include "winograd/winograd.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -280,6 +282,14 @@ at::Tensor conv2d_backward_input_cpu(
   }
   if (use_window_backward_input(s, grad_output, grad_input, isa)) {
     window_backward_input(grad_output, weight, s, grad_input, isa);
+    return grad_input;
+  }
+  if (use_grouped_blocked(s, grad_output)) {
+    grouped_blocked_backward_input(grad_output, weight, s, grad_input, isa);
+    return grad_input;
+  }
+  if (!depthwise_nhwc(s, grad_output, grad_input) && use_depthwise_blocked(s, grad_output)) {
+    depthwise_blocked_backward_input(grad_output, weight, s, grad_input, isa);
     return grad_input;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(

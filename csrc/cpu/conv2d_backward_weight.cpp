@@ -21,13 +21,15 @@
 #include <vector>
 
 #include "../conv_shape.h"
-#include "conv_gemm.h"
-#include "depthwise_direct.h"
-#include "depthwise_nhwc.h"
-#include "gemm_few_pixels.h"
+#include "gemm/conv_gemm.h"
+#include "direct/depthwise_direct.h"
+#include "direct/depthwise_blocked.h"
+#include "direct/grouped_blocked.h"
+#include "direct/depthwise_nhwc.h"
+#include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
-#include "window_dot.h"
-#include "winograd.h"
+#include "window/window_dot.h"
+#include "winograd/winograd.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -205,6 +207,14 @@ at::Tensor conv2d_backward_weight_cpu(
             0, 0, 0, 0, nullptr, nullptr, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q, s.pad_h,
             s.pad_w, s.dil_h},
         grad_output.const_data_ptr<float>(), grad_weight.mutable_data_ptr<float>(), isa);
+    return grad_weight;
+  }
+  if (use_grouped_blocked(s, input)) {
+    grouped_blocked_backward_weight(grad_output, input, s, grad_weight, isa);
+    return grad_weight;
+  }
+  if (!depthwise_nhwc(s, grad_output, input) && use_depthwise_blocked(s, input)) {
+    depthwise_blocked_backward_weight(grad_output, input, s, grad_weight, isa);
     return grad_weight;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(

@@ -20,14 +20,16 @@
 
 #include "../activation.h"
 #include "../conv_shape.h"
-#include "conv_gemm.h"
-#include "depthwise_direct.h"
-#include "depthwise_nhwc.h"
-#include "epilogue.h"
-#include "gemm_few_pixels.h"
+#include "gemm/conv_gemm.h"
+#include "direct/depthwise_direct.h"
+#include "direct/depthwise_blocked.h"
+#include "direct/grouped_blocked.h"
+#include "direct/depthwise_nhwc.h"
+#include "epilogue/epilogue.h"
+#include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
-#include "window_forward.h"
-#include "winograd.h"
+#include "window/window_forward.h"
+#include "winograd/winograd.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -243,6 +245,14 @@ at::Tensor forward_with_epilogue(
   }
   const Isa isa = cpu_isa();
   if (forward_winograd(input, weight, bias, s, output, isa, epilogue)) {
+    return output;
+  }
+  if (use_grouped_blocked(s, input)) {
+    grouped_blocked_forward(input, weight, bias, s, output, isa, epilogue);
+    return output;
+  }
+  if (!depthwise_nhwc(s, input, output) && use_depthwise_blocked(s, input)) {
+    depthwise_blocked_forward(input, weight, bias, s, output, isa, epilogue);
     return output;
   }
   const bool direct = use_direct_grouped(s);

@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "../conv_shape.h"
-#include "conv_gemm.h"
+#include "gemm/conv_gemm.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {
@@ -39,6 +39,47 @@ inline bool use_direct_grouped(const ConvShape& s) {
 // (mbv2_dw_3x3 in NHWC, 1 thread: 2.31 ms forward against torch's 0.40).
 inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Tensor& b) {
   return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.stride(1) == 1 && b.stride(1) == 1;
+}
+
+// Depthwise float NCHW layers whose output rows are narrower than a
+// vector (Q < 16: the 4 x 4 to 14 x 14 planes of late MobileNet,
+// EfficientNet and ShuffleNet layers), strided, or with kernels wider than
+// 3 x 3 run in blocks of 16 channels (depthwise_blocked.h): the plane
+// kernels vectorize along a row and fall back to scalar code for narrow
+// rows and strided columns, and hold only a few rows of a 5 x 5 or 7 x 7
+// window in registers. Measured per pass, 2 threads, AMD EPYC with
+// AVX-512, median of 60 calls interleaved with torch on a busy machine
+// (forward + grad input + grad weight against torch's; plane kernels ->
+// blocked): 3 x 3 (8, 960, 4, 4) 0.22x -> 1.7-4x; (8, 192, 14, 14)
+// 1.0x -> 2.6x; 5 x 5 (8, 240, 14, 14) 0.85x -> 5.6x; 7 x 7
+// (8, 96, 28, 28) forward, 1 thread: 4.8-5.5 ms -> 0.89 ms (torch 0.90).
+// The 3 x 3 stride-1 layers on planes of 16 columns or more keep the plane
+// kernels (mbv2_dw_3x3: 2.6-7x torch). The window the blocks copy must
+// stay near the image size.
+inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
+  const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
+  const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+  const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
+  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.scalar_type() == at::kFloat && bounded &&
+      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9);
+}
+
+// Groups of 9 to 64 channels (RegNet's group width 16) in float NCHW run
+// one (image, group) per task on the group's window, 16 destination
+// channels per vector (grouped_blocked.h): the packed GEMM spends more on
+// packing and set-up of its 16 x 16 tiles than on their multiply-adds.
+// Measured as above (2 threads, AMD EPYC with AVX-512, three passes
+// against torch's; GEMM -> blocked): (8, 400, 4, 4) 25 groups 0.33x ->
+// 1.36x; (8, 160, 7, 7) 10 groups 0.42x -> 1.51x; (8, 160, 14, 14)
+// stride 2 0.11x -> 1.41x; (8, 400, 7, 7) stride 2 0.28x -> 1.28x;
+// (8, 64, 28, 28) 4 groups 0.46x -> 1.39x. The window must stay near the
+// image size.
+inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
+  const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
+  const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
+  const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
+  return s.G > 1 && (s.Cg() > 8 || s.Kg() > 8) && s.Cg() <= 64 && s.Kg() <= 64 &&
+      a.scalar_type() == at::kFloat && bounded;
 }
 
 // GEMM orientation of the forward and grad-input passes. Pixels-major

@@ -4,7 +4,7 @@
 // packing. Written once over GCC/Clang vectors and built for AVX-512F,
 // AVX2 + FMA and the baseline, with the same mr x nr as the packed kernels.
 #include "microkernel.h"
-#include "isa.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 namespace {

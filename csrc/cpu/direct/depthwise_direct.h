@@ -24,12 +24,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "../conv_shape.h"
-#include "conv_gemm.h"
+#include "../../conv_shape.h"
+#include "../gemm/conv_gemm.h"
 #include "direct_ring.h"
 #include "direct_rows.h"
-#include "epilogue.h"
-#include "isa.h"
+#include "../epilogue/epilogue.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 

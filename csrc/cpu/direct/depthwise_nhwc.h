@@ -20,10 +20,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "../conv_shape.h"
-#include "conv_gemm.h"
+#include "../../conv_shape.h"
+#include "../gemm/conv_gemm.h"
 #include "depthwise_nhwc_vec.h"
-#include "isa.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "conv_gemm.h"
+#include "../gemm/conv_gemm.h"
 #include "phase_planes.h"
 #include "window_dot.h"
 

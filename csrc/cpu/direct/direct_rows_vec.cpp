@@ -3,7 +3,7 @@
 // attribute lets the compiler use 32-byte (AVX2 + FMA) or 64-byte
 // (AVX-512F) vectors.
 #include "direct_ring.h"
-#include "isa.h"
+#include "../isa.h"
 
 #include <type_traits>
 #include <vector>

@@ -9,8 +9,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "../activation.h"
-#include "isa.h"
+#include "../../activation.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 

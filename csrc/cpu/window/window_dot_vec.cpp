@@ -1,6 +1,6 @@
 // AVX2 + FMA and AVX-512F builds of window_dot (window_dot.h).
 #include "window_dot.h"
-#include "isa.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 namespace {

@@ -3,7 +3,7 @@
 // baseline build moves them 16 bytes at a time. `flatten` inlines the
 // portable template here under AVX2 or AVX-512F.
 #include "pack.h"
-#include "isa.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 namespace {

@@ -21,9 +21,9 @@
 
 #include <cstdint>
 
-#include "../conv_shape.h"
-#include "isa.h"
-#include "simd.h"
+#include "../../conv_shape.h"
+#include "../isa.h"
+#include "../simd.h"
 
 namespace conv_ext::cpu {
 

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <cstdio>
 
-#include "conv_gemm.h"
-#include "epilogue.h"
+#include "../gemm/conv_gemm.h"
+#include "../epilogue/epilogue.h"
 
 namespace conv_ext::cpu {
 namespace {

@@ -19,8 +19,8 @@
 
 #include <cstdint>
 
-#include "../activation.h"
-#include "isa.h"
+#include "../../activation.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 

@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "conv_gemm.h"
+#include "../gemm/conv_gemm.h"
 #include "window_forward.h"
 
 namespace conv_ext::cpu {

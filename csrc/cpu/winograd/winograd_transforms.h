@@ -17,7 +17,7 @@
 
 #include <cstdint>
 
-#include "simd.h"
+#include "../simd.h"
 
 namespace conv_ext::cpu::winograd {
 

@@ -3,7 +3,7 @@
 // functions compiled for those targets, as direct_rows_vec.cpp does.
 #include "winograd.h"
 #include "winograd_transforms.h"
-#include "isa.h"
+#include "../isa.h"
 
 // One instance of each transform per target.
 #define CONV_EXT_WINOGRAD_KERNELS(suffix, attr, lanes)                                  \

@@ -6,7 +6,7 @@
 // As in direct_rows_vec.cpp, `flatten` inlines the portable template into
 // functions compiled for AVX2 + FMA or AVX-512F.
 #include "depthwise_nhwc_vec.h"
-#include "isa.h"
+#include "../isa.h"
 
 #include <cstdint>
 

@@ -9,9 +9,9 @@
 
 #include <type_traits>
 
-#include "../activation.h"
+#include "../../activation.h"
 #include "epilogue.h"
-#include "../conv_shape.h"
+#include "../../conv_shape.h"
 
 namespace conv_ext::cpu {
 namespace {

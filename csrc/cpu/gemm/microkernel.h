@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "isa.h"
+#include "../isa.h"
 
 namespace conv_ext::cpu {
 

@@ -11,8 +11,8 @@
 // would cancel); sigmoid(x) = 1 / (1 + exp(-x)).
 #include <cstdint>
 
-#include "isa.h"
-#include "simd.h"
+#include "../isa.h"
+#include "../simd.h"
 
 namespace conv_ext::cpu {
 namespace {

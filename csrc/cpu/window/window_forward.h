@@ -9,9 +9,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "../conv_shape.h"
-#include "isa.h"
-#include "microkernel.h"
+#include "../../conv_shape.h"
+#include "../isa.h"
+#include "../gemm/microkernel.h"
 
 namespace conv_ext::cpu {
 

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "conv_gemm.h"
+#include "../gemm/conv_gemm.h"
 #include "phase_planes.h"
 
 namespace conv_ext::cpu {
