@@ -13,6 +13,18 @@ requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])]
 
 
+# The CPU kernels' instruction-set levels (csrc/cpu/isa.cpp): "auto" is the
+# best the CPU has.
+ISAS = ["auto", "avx2", "scalar"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    """Runs a test once per CPU instruction-set level (CONV_EXT_CPU_ISA)."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
+    return request.param
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Every test that takes `device` runs on the CPU and, where a GPU is

@@ -51,3 +51,8 @@ def low_precision_tolerance(x, w, b, ours, conv, grad_out_seed=0):
         our_err = (o.double() - r).abs().max().item() if r.numel() else 0.0
         bound = 2 * torch_err + 4 * eps * scale
         assert our_err <= bound, f"{name}: error {our_err:.3g} > 2x torch's {torch_err:.3g} (+floor)"
+
+
+def relerr(ours, ref):
+    """max |ours - ref| / max |ref|, in float64."""
+    return (ours.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import conv_ext  # noqa: F401  (registers torch.ops.conv_ext)
+from reference import relerr
 
 ops = torch.ops.conv_ext
 
-ISAS = ["auto", "avx2", "scalar"]
 
 # (N, C, H, W, kernel, stride, pad, dil)
 CASES = [
@@ -38,12 +38,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
-    return request.param
-
-
 def pair(v):
     return list(v) if isinstance(v, tuple) else [v, v]
 
@@ -53,10 +47,6 @@ def reference(x, wt, b, gy, st, pd, dl, c):
     gx, gw, gb = torch.ops.aten.convolution_backward(
         gy, x, wt, [c], st, pd, dl, False, [0, 0], c, [True, True, True])
     return y, gx, gw, gb
-
-
-def relerr(ours, ref):
-    return (ours.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])

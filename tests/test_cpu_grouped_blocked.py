@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import conv_ext  # noqa: F401  (registers torch.ops.conv_ext)
+from reference import relerr
 
 ops = torch.ops.conv_ext
 
-ISAS = ["auto", "avx2", "scalar"]
 
 # (N, C, H, W, K, kernel, stride, pad, dil, groups)
 CASES = [
@@ -32,18 +32,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
-    return request.param
-
-
 def pair(v):
     return list(v) if isinstance(v, tuple) else [v, v]
-
-
-def relerr(ours, ref):
-    return (ours.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])

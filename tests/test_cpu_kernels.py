@@ -16,7 +16,6 @@ import conv_ext
 
 ops = torch.ops.conv_ext
 
-ISAS = ["auto", "avx2", "scalar"]
 
 # (name, N, C, H, W, K, R, S, stride, pad, dil, groups, channels_last): each
 # row drives one path of heuristic.h, sized so the vector blocks, several
@@ -112,12 +111,6 @@ def reference(x, w, b, kw, gy):
     xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, w, b))
     y = F.conv2d(xr, wr, br, **kw)
     return (y.detach(), *torch.autograd.grad(y, (xr, wr, br), gy))
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
-    return request.param
 
 
 @pytest.mark.parametrize("case", PATHS, ids=IDS)

@@ -13,7 +13,6 @@ import conv_ext  # noqa: F401  (registers torch.ops.conv_ext)
 
 ops = torch.ops.conv_ext
 
-ISAS = ["auto", "avx2", "scalar"]
 
 # (N, C, H, W, K, pad, dil, groups)
 CASES = [
@@ -29,12 +28,6 @@ CASES = [
     (1, 2, 12, 25, 2, 1, 2, 2),    # dilation 2: the portable ring kernel
     (1, 2, 9, 1, 2, 1, 1, 2),      # width 1
 ]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
-    return request.param
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
