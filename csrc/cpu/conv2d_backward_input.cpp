@@ -33,7 +33,9 @@
 namespace conv_ext::cpu {
 namespace {
 
-template <typename scalar_t>
+// pack_t: the panels' type, bfloat16 pairs for bfloat16 on the pair
+// kernels (heuristic.h, bf16_pairs), else the accumulator type.
+template <typename scalar_t, typename pack_t = at::opmath_type<scalar_t>>
 void backward_input_gather(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
@@ -41,10 +43,11 @@ void backward_input_gather(
     at::Tensor& grad_input,
     Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
-  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
-  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
+  const GemmKernel<acc_t, pack_t> kernel = select_gemm<acc_t, pack_t>(isa);
+  const int vec_isa = vec_level(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), KRS = Kg * s.R * s.S;
+  const int64_t KRSp = packed_depth<pack_t>(KRS);
   const int64_t HW = s.H * s.W;
   const bool pixels_major = cpu::pixels_major(grad_output, Cg, s.N * s.G, HW, MR, NR);
   const bool rsc = pixels_major && channels_contiguous(grad_output);
@@ -78,7 +81,7 @@ void backward_input_gather(
     return;
   }
 
-  acc_t* const wpack = scratch<acc_t>(3, s.G * Cpad * KRS);
+  pack_t* const wpack = scratch<pack_t>(3, s.G * Cpad * KRSp);
   pack_table_parallel(
       weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, cofs_w.data(), Cg,
       tofs.data(), KRS, wwidth, wpack);
@@ -90,7 +93,8 @@ void backward_input_gather(
     const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Cg, MR);
     const int64_t ldc = pixels_major ? round_up(Cg, NR) : round_up(tile, NR);
     acc_t* const cbuf = scratch<acc_t>(0, rows * ldc);
-    acc_t* const pbuf = scratch<acc_t>(1, std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
+    pack_t* const pbuf =
+        scratch<pack_t>(1, std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
     std::vector<int64_t> pofs(tile), cofs(Cg);
     for (int64_t c = 0; c < Cg; ++c) cofs[c] = c * xs.d1;
     for (int64_t task = begin; task < end; ++task) {
@@ -99,7 +103,7 @@ void backward_input_gather(
       const int64_t hw0 = (task % tiles) * tile;
       const int64_t npix = std::min(tile, HW - hw0);
       const Im2col<scalar_t> view = image(n, g);
-      const acc_t* wg = wpack + g * Cpad * KRS;
+      const pack_t* wg = wpack + g * Cpad * KRSp;
       for (int64_t j = 0; j < npix; ++j) {
         const int64_t h = (hw0 + j) / s.W, w = (hw0 + j) % s.W;
         pofs[j] = h * xs.d2 + w * xs.d3;
@@ -118,20 +122,20 @@ void backward_input_gather(
         if (pixels_major) {
           auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
             pack_patches(vec_isa, view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
-            return Panels<acc_t>{pbuf, MR * kc};
+            return Panels<pack_t>{pbuf, MR * packed_depth<pack_t>(kc)};
           };
           auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
-            return Panels<acc_t>{wg + jc * KRS + pc * NR, NR * KRS};
+            return Panels<pack_t>{wg + jc * KRSp + pc * NR, NR * KRSp};
           };
           gemm_packed(kernel, npix, Cg, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
                       direct, ldo, false);
         } else {
           auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
-            return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
+            return Panels<pack_t>{wg + ic * KRSp + pc * MR, MR * KRSp};
           };
           auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
             pack_patches(vec_isa, view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
-            return Panels<acc_t>{pbuf, NR * kc};
+            return Panels<pack_t>{pbuf, NR * packed_depth<pack_t>(kc)};
           };
           gemm_packed(kernel, Cg, npix, KRS, Blocking{std::min(rows, kWeightRows), ldc, KC},
                       pack_a, pack_b, direct, ldo, false, /*b_outer=*/true);
@@ -141,10 +145,10 @@ void backward_input_gather(
       if (pixels_major) {
         auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
           pack_patches(vec_isa, view, hw0 + ic, mc, pc, kc, true, MR, pbuf);
-          return Panels<acc_t>{pbuf, MR * kc};
+          return Panels<pack_t>{pbuf, MR * packed_depth<pack_t>(kc)};
         };
         auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
-          return Panels<acc_t>{wg + jc * KRS + pc * NR, NR * KRS};
+          return Panels<pack_t>{wg + jc * KRSp + pc * NR, NR * KRSp};
         };
         gemm_packed(
             kernel, npix, Cg, KRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
@@ -152,11 +156,11 @@ void backward_input_gather(
         store_tile(cbuf, ldc, npix, Cg, pofs.data(), cofs.data(), none, none, xg);
       } else {
         auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
-          return Panels<acc_t>{wg + ic * KRS + pc * MR, MR * KRS};
+          return Panels<pack_t>{wg + ic * KRSp + pc * MR, MR * KRSp};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
           pack_patches(vec_isa, view, hw0 + jc, nc, pc, kc, true, NR, pbuf);
-          return Panels<acc_t>{pbuf, NR * kc};
+          return Panels<pack_t>{pbuf, NR * packed_depth<pack_t>(kc)};
         };
         gemm_packed(
             kernel, Cg, npix, KRS, Blocking{std::min(rows, kWeightRows), ldc, KC}, pack_a,
@@ -167,7 +171,7 @@ void backward_input_gather(
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename pack_t = at::opmath_type<scalar_t>>
 void backward_input_col2im(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
@@ -175,10 +179,11 @@ void backward_input_col2im(
     at::Tensor& grad_input,
     Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
-  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
-  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
+  const GemmKernel<acc_t, pack_t> kernel = select_gemm<acc_t, pack_t>(isa);
+  const int vec_isa = vec_level(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
+  const int64_t Kgp = packed_depth<pack_t>(Kg);
   const int64_t PQ = s.P * s.Q, HW = s.H * s.W, RS = s.R * s.S;
 
   // W^T panels: rows = taps (c, r, s), depth = k.
@@ -187,7 +192,7 @@ void backward_input_col2im(
   std::vector<int64_t> tofs(CRS), kofs(Kg);
   tap_offsets(Cg, s.R, s.S, wv.s1, wv.s2, wv.s3, false, tofs.data());
   for (int64_t k = 0; k < Kg; ++k) kofs[k] = k * wv.s0;
-  acc_t* const wpack = scratch<acc_t>(3, s.G * Tpad * Kg);
+  pack_t* const wpack = scratch<pack_t>(3, s.G * Tpad * Kgp);
   pack_table_parallel(
       weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, tofs.data(), CRS,
       kofs.data(), Kg, MR, wpack);
@@ -202,7 +207,7 @@ void backward_input_col2im(
   at::parallel_for(0, s.N * s.G, grain_for(PQ * CRS * Kg), [&](int64_t begin, int64_t end) {
     const int64_t ldc = round_up(tile, NR);
     acc_t* const cbuf = scratch<acc_t>(0, Tpad * ldc);
-    acc_t* const pbuf = scratch<acc_t>(1, ldc * std::min(KC, Kg));
+    pack_t* const pbuf = scratch<pack_t>(1, ldc * std::min(KC, Kgp));
     acc_t* const image = scratch<acc_t>(2, Cg * HW);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / s.G, g = task % s.G;
@@ -210,15 +215,15 @@ void backward_input_col2im(
       const Im2col<scalar_t> view{
           dy + n * ys.d0 + g * Kg * ys.d1, ys.d1, ys.d2, ys.d3, Kg, s.P, s.Q, s.Q,
           1, 1, 0, 0, 1, 1, 1, 1, channels_contiguous(grad_output)};
-      const acc_t* wg = wpack + g * Tpad * Kg;
+      const pack_t* wg = wpack + g * Tpad * Kgp;
       for (int64_t pq0 = 0; pq0 < PQ; pq0 += tile) {
         const int64_t npix = std::min(tile, PQ - pq0);
         auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
-          return Panels<acc_t>{wg + ic * Kg + pc * MR, MR * Kg};
+          return Panels<pack_t>{wg + ic * Kgp + pc * MR, MR * Kgp};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
           pack_patches(vec_isa, view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
-          return Panels<acc_t>{pbuf, NR * kc};
+          return Panels<pack_t>{pbuf, NR * packed_depth<pack_t>(kc)};
         };
         gemm_packed(
             kernel, CRS, npix, Kg, Blocking{std::min(Tpad, kWeightRows), ldc, KC}, pack_a,
@@ -299,10 +304,25 @@ at::Tensor conv2d_backward_input_cpu(
           depthwise_nhwc_backward_input<scalar_t>(grad_output, weight, s, grad_input);
         } else if (use_direct_grouped(s)) {
           depthwise_direct_backward_input<scalar_t>(grad_output, weight, s, grad_input, isa);
-        } else if (backward_input_by_gather(s)) {
-          backward_input_gather<scalar_t>(grad_output, weight, s, grad_input, isa);
         } else {
-          backward_input_col2im<scalar_t>(grad_output, weight, s, grad_input, isa);
+          if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+            const Isa isa_bf16 = cpu_isa_bf16();
+            if (bf16_pairs(grad_output, isa_bf16)) {
+              if (backward_input_by_gather(s)) {
+                backward_input_gather<scalar_t, c10::BFloat16>(
+                    grad_output, weight, s, grad_input, isa_bf16);
+              } else {
+                backward_input_col2im<scalar_t, c10::BFloat16>(
+                    grad_output, weight, s, grad_input, isa_bf16);
+              }
+              return;
+            }
+          }
+          if (backward_input_by_gather(s)) {
+            backward_input_gather<scalar_t>(grad_output, weight, s, grad_input, isa);
+          } else {
+            backward_input_col2im<scalar_t>(grad_output, weight, s, grad_input, isa);
+          }
         }
       });
   return grad_input;

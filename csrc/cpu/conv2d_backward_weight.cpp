@@ -34,7 +34,9 @@
 namespace conv_ext::cpu {
 namespace {
 
-template <typename scalar_t>
+// pack_t: the panels' type, bfloat16 pairs for bfloat16 on the pair
+// kernels (heuristic.h, bf16_pairs), else the accumulator type.
+template <typename scalar_t, typename pack_t = at::opmath_type<scalar_t>>
 void backward_weight_gemm(
     const at::Tensor& grad_output,
     const at::Tensor& input,
@@ -42,8 +44,8 @@ void backward_weight_gemm(
     at::Tensor& grad_weight,
     Isa isa) {
   using acc_t = at::opmath_type<scalar_t>;
-  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
-  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
+  const GemmKernel<acc_t, pack_t> kernel = select_gemm<acc_t, pack_t>(isa);
+  const int vec_isa = vec_level(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   const int64_t PQ = s.P * s.Q, depth = s.N * PQ;
@@ -52,7 +54,7 @@ void backward_weight_gemm(
   // 1 x 1 view of grad_output: read as runs of channels when those are
   // contiguous (its one tap makes both orders the same).
   const bool dy_rsc = channels_contiguous(grad_output);
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+  if constexpr (std::is_same_v<scalar_t, acc_t> && std::is_same_v<pack_t, acc_t>) {
     if (!rsc && s.G == 1 && grad_weight.is_contiguous() &&
         few_pixels_weight_grad(s.N, PQ, CRS, NR)) {
       const scalar_t* x = input.const_data_ptr<scalar_t>();
@@ -96,8 +98,8 @@ void backward_weight_gemm(
   const int64_t NC = rsc ? std::min(Npad, round_up(192, NR)) : Npad;
 
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    acc_t* const abuf = scratch<acc_t>(1, MC * KC);
-    acc_t* const bbuf = scratch<acc_t>(2, NC * KC);
+    pack_t* const abuf = scratch<pack_t>(1, MC * KC);
+    pack_t* const bbuf = scratch<pack_t>(2, NC * KC);
     for (int64_t part = begin; part < end; ++part) {
       // Panels [pa, pb) of the (group, tap panel) sequence.
       const int64_t pa = part * s.G * tpanels / parts;
@@ -121,24 +123,24 @@ void backward_weight_gemm(
         if (rsc) {
           // dW[Kg x taps t0..t1) = dy[Kg x pixels] * patches[pixels x taps]
           auto pack_a = [&](int64_t, int64_t mc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(vec_isa, grads, PQ, pc, kc, 0, mc, MR, abuf);
-            return Panels<acc_t>{abuf, MR * kc};
+            pack_im2col_images<pack_t, scalar_t>(vec_isa, grads, PQ, pc, kc, 0, mc, MR, abuf);
+            return Panels<pack_t>{abuf, MR * packed_depth<pack_t>(kc)};
           };
           auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(vec_isa, patches, PQ, pc, kc, t0 + jc, nc, NR, bbuf);
-            return Panels<acc_t>{bbuf, NR * kc};
+            pack_im2col_images<pack_t, scalar_t>(vec_isa, patches, PQ, pc, kc, t0 + jc, nc, NR, bbuf);
+            return Panels<pack_t>{bbuf, NR * packed_depth<pack_t>(kc)};
           };
           gemm_packed(kernel, M, t1 - t0, depth, Blocking{MC, NC, KC}, pack_a, pack_b,
                       cg + t0, Npad, false);
         } else {
           // dW^T[taps t0..t1) x Kg] = patches^T[taps x pixels] * dy^T[pixels x Kg]
           auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(vec_isa, patches, PQ, pc, kc, t0 + ic, mc, MR, abuf);
-            return Panels<acc_t>{abuf, MR * kc};
+            pack_im2col_images<pack_t, scalar_t>(vec_isa, patches, PQ, pc, kc, t0 + ic, mc, MR, abuf);
+            return Panels<pack_t>{abuf, MR * packed_depth<pack_t>(kc)};
           };
           auto pack_b = [&](int64_t, int64_t nc, int64_t pc, int64_t kc) {
-            pack_im2col_images<acc_t, scalar_t>(vec_isa, grads, PQ, pc, kc, 0, nc, NR, bbuf);
-            return Panels<acc_t>{bbuf, NR * kc};
+            pack_im2col_images<pack_t, scalar_t>(vec_isa, grads, PQ, pc, kc, 0, nc, NR, bbuf);
+            return Panels<pack_t>{bbuf, NR * packed_depth<pack_t>(kc)};
           };
           gemm_packed(kernel, t1 - t0, N, depth, Blocking{MC, NC, KC}, pack_a, pack_b,
                       cg + t0 * Npad, Npad, false, /*b_outer=*/true);
@@ -225,6 +227,14 @@ at::Tensor conv2d_backward_weight_cpu(
         } else if (use_direct_grouped(s)) {
           depthwise_direct_backward_weight<scalar_t>(grad_output, input, s, grad_weight, isa);
         } else {
+          if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+            const Isa isa_bf16 = cpu_isa_bf16();
+            if (bf16_pairs(input, isa_bf16)) {
+              backward_weight_gemm<scalar_t, c10::BFloat16>(
+                  grad_output, input, s, grad_weight, isa_bf16);
+              return;
+            }
+          }
           backward_weight_gemm<scalar_t>(grad_output, input, s, grad_weight, isa);
         }
       });

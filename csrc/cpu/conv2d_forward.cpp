@@ -34,7 +34,9 @@
 namespace conv_ext::cpu {
 namespace {
 
-template <typename scalar_t>
+// pack_t: the panels' type, bfloat16 pairs for bfloat16 on the pair
+// kernels (heuristic.h, bf16_pairs), else the accumulator type.
+template <typename scalar_t, typename pack_t = at::opmath_type<scalar_t>>
 void forward_gemm(
     const at::Tensor& input,
     const at::Tensor& weight,
@@ -44,10 +46,11 @@ void forward_gemm(
     Isa isa,
     const Epilogue& epilogue) {
   using acc_t = at::opmath_type<scalar_t>;
-  const GemmKernel<acc_t> kernel = select_microkernel<acc_t>(isa);
-  const int vec_isa = isa == Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
+  const GemmKernel<acc_t, pack_t> kernel = select_gemm<acc_t, pack_t>(isa);
+  const int vec_isa = vec_level(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
+  const int64_t CRSp = packed_depth<pack_t>(CRS);
   const int64_t PQ = s.P * s.Q;
   const bool pixels_major = cpu::pixels_major(input, Kg, s.N * s.G, PQ, MR, NR);
   const bool rsc = pixels_major && channels_contiguous(input);
@@ -93,7 +96,7 @@ void forward_gemm(
     }
   }
 
-  acc_t* const wpack = scratch<acc_t>(3, s.G * Kpad * CRS);
+  pack_t* const wpack = scratch<pack_t>(3, s.G * Kpad * CRSp);
   pack_table_parallel(
       weight.const_data_ptr<scalar_t>(), Kg * wv.s0, s.G, kofs.data(), Kg,
       tofs.data(), CRS, wwidth, wpack);
@@ -105,16 +108,27 @@ void forward_gemm(
     const int64_t rows = pixels_major ? round_up(tile, MR) : round_up(Kg, MR);
     const int64_t ldc = pixels_major ? round_up(Kg, NR) : round_up(tile, NR);
     acc_t* const cbuf = scratch<acc_t>(0, rows * ldc);
-    acc_t* const pbuf = scratch<acc_t>(1, std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
+    pack_t* const pbuf =
+        scratch<pack_t>(1, std::max(round_up(tile, NR), round_up(tile, MR)) * KC);
     std::vector<int64_t> pofs(tile), cofs(Kg);
     for (int64_t k = 0; k < Kg; ++k) cofs[k] = k * ys.d1;
+    // Low precision: the bias and activation on the float tile, which the
+    // store then rounds once (false: no activation, or a float output).
+    auto low_precision_epilogue = [&](acc_t* c, int64_t ld, int64_t r, int64_t cols,
+                                      const acc_t* rb, const acc_t* cb) {
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        return false;
+      } else {
+        return bias_activation_in_place(c, ld, r, cols, rb, cb, epilogue);
+      }
+    };
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / (s.G * tiles);
       const int64_t g = (task / tiles) % s.G;
       const int64_t pq0 = (task % tiles) * tile;
       const int64_t npix = std::min(tile, PQ - pq0);
       const Im2col<scalar_t> view = image(n, g);
-      const acc_t* wg = wpack + g * Kpad * CRS;
+      const pack_t* wg = wpack + g * Kpad * CRSp;
       for (int64_t j = 0; j < npix; ++j) {
         const int64_t p = (pq0 + j) / s.Q, q = (pq0 + j) % s.Q;
         pofs[j] = p * ys.d2 + q * ys.d3;
@@ -141,20 +155,20 @@ void forward_gemm(
         }
         auto pack_im = [&](int64_t m0, int64_t len, int64_t pc, int64_t kc, int64_t w) {
           pack_patches(vec_isa, view, pq0 + m0, len, pc, kc, true, w, pbuf);
-          return Panels<acc_t>{pbuf, w * kc};
+          return Panels<pack_t>{pbuf, w * packed_depth<pack_t>(kc)};
         };
         if (pixels_major) {
           auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
             return pack_im(ic, mc, pc, kc, MR);
           };
           auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
-            return Panels<acc_t>{wg + jc * CRS + pc * NR, NR * CRS};
+            return Panels<pack_t>{wg + jc * CRSp + pc * NR, NR * CRSp};
           };
           gemm_packed(kernel, npix, Kg, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
                       direct, ldo, true);
         } else {
           auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
-            return Panels<acc_t>{wg + ic * CRS + pc * MR, MR * CRS};
+            return Panels<pack_t>{wg + ic * CRSp + pc * MR, MR * CRSp};
           };
           auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
             return pack_im(jc, nc, pc, kc, NR);
@@ -168,28 +182,38 @@ void forward_gemm(
       if (pixels_major) {
         auto pack_a = [&](int64_t ic, int64_t mc, int64_t pc, int64_t kc) {
           pack_patches(vec_isa, view, pq0 + ic, mc, pc, kc, true, MR, pbuf);
-          return Panels<acc_t>{pbuf, MR * kc};
+          return Panels<pack_t>{pbuf, MR * packed_depth<pack_t>(kc)};
         };
         auto pack_b = [&](int64_t jc, int64_t, int64_t pc, int64_t) {
-          return Panels<acc_t>{wg + jc * CRS + pc * NR, NR * CRS};
+          return Panels<pack_t>{wg + jc * CRSp + pc * NR, NR * CRSp};
         };
         gemm_packed(
             kernel, npix, Kg, CRS, Blocking{rows, ldc, KC}, pack_a, pack_b,
             cbuf, ldc, false);
+        const acc_t* none = nullptr;
+        if (low_precision_epilogue(cbuf, ldc, npix, Kg, none, b.data() + g * Kg)) {
+          store_tile(cbuf, ldc, npix, Kg, pofs.data(), cofs.data(), none, none, yg);
+          continue;
+        }
         store_tile(
             cbuf, ldc, npix, Kg, pofs.data(), cofs.data(),
             static_cast<const acc_t*>(nullptr), b.data() + g * Kg, yg);
       } else {
         auto pack_a = [&](int64_t ic, int64_t, int64_t pc, int64_t) {
-          return Panels<acc_t>{wg + ic * CRS + pc * MR, MR * CRS};
+          return Panels<pack_t>{wg + ic * CRSp + pc * MR, MR * CRSp};
         };
         auto pack_b = [&](int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
           pack_patches(vec_isa, view, pq0 + jc, nc, pc, kc, true, NR, pbuf);
-          return Panels<acc_t>{pbuf, NR * kc};
+          return Panels<pack_t>{pbuf, NR * packed_depth<pack_t>(kc)};
         };
         gemm_packed(
             kernel, Kg, npix, CRS, Blocking{std::min(rows, kWeightRows), ldc, KC}, pack_a,
             pack_b, cbuf, ldc, false, /*b_outer=*/true);
+        const acc_t* none = nullptr;
+        if (low_precision_epilogue(cbuf, ldc, Kg, npix, b.data() + g * Kg, none)) {
+          store_tile(cbuf, ldc, Kg, npix, cofs.data(), pofs.data(), none, none, yg);
+          continue;
+        }
         store_tile(
             cbuf, ldc, Kg, npix, cofs.data(), pofs.data(),
             b.data() + g * Kg, static_cast<const acc_t*>(nullptr), yg);
@@ -268,6 +292,14 @@ at::Tensor forward_with_epilogue(
           depthwise_direct_forward<scalar_t>(
               input, weight, bias, s, output, isa, epilogue);
         } else {
+          if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+            const Isa isa_bf16 = cpu_isa_bf16();
+            if (bf16_pairs(input, isa_bf16)) {
+              forward_gemm<scalar_t, c10::BFloat16>(
+                  input, weight, bias, s, output, isa_bf16, epilogue);
+              return;
+            }
+          }
           forward_gemm<scalar_t>(input, weight, bias, s, output, isa, epilogue);
         }
       });

@@ -82,6 +82,18 @@ inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
       a.scalar_type() == at::kFloat && bounded;
 }
 
+// bfloat16 GEMMs pack bfloat16 pairs and run the pair micro-kernel
+// (microkernel_bf16.cpp) on CPUs with AVX-512 BF16: vdpbf16ps does 32
+// multiply-adds per instruction where the float FMA does 16, and the packed
+// panels are half the bytes. On kScalar the pair kernel's scalar reference
+// runs (every kernel is scalar there, and it keeps the pair layout tested
+// on every machine). AVX2 and AVX-512F widen to float while packing and run
+// the float FMA kernels (tile arithmetic, not measured).
+inline bool bf16_pairs(const at::Tensor& t, Isa isa_bf16) {
+  return t.scalar_type() == at::kBFloat16 &&
+      (isa_bf16 == Isa::kAvx512Bf16 || isa_bf16 == Isa::kScalar);
+}
+
 // GEMM orientation of the forward and grad-input passes. Pixels-major
 // (patch panels of mr pixels, weights as the nr-wide B panels) when channels
 // are contiguous, so a patch row is runs of channels; channels-major (nr

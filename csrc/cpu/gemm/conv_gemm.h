@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
+#include "../epilogue/epilogue.h"
 #include "gemm_packed.h"
 #include "microkernel.h"
 #include "pack.h"
@@ -108,9 +110,48 @@ void pack_table_parallel(
       const int64_t g = task / panels, x0 = (task % panels) * width;
       pack_table(
           src + g * group_stride, xo + x0, std::min(width, xlen - x0), yo, ylen,
-          width, dst + (g * panels * width + x0) * ylen);
+          width, dst + (g * panels * width + x0) * packed_depth<acc_t>(ylen));
     }
   });
+}
+
+// The micro-kernels for panels of type P with a C of type T: bfloat16 pairs
+// (select_microkernel_bf16) or T itself.
+template <typename T, typename P>
+GemmKernel<T, P> select_gemm(Isa isa) {
+  if constexpr (std::is_same_v<P, c10::BFloat16>) {
+    static_assert(std::is_same_v<T, float>, "bfloat16 panels accumulate in float");
+    return select_microkernel_bf16(isa);
+  } else {
+    return select_microkernel<T>(isa);
+  }
+}
+
+// The packers' vector build for an instruction-set level (pack.h).
+inline int vec_level(Isa isa) {
+  return isa >= Isa::kAvx512 ? 2 : isa == Isa::kAvx2 ? 1 : 0;
+}
+
+// The bias, then the activation, on a float tile of a low-precision output
+// before its one rounding to the output type (rows x cols, leading dimension
+// ldc; bias per row or per column). Returns false, doing nothing, without an
+// activation: the store then adds the bias itself.
+template <typename acc_t>
+bool bias_activation_in_place(
+    acc_t* c, int64_t ldc, int64_t rows, int64_t cols, const acc_t* row_bias,
+    const acc_t* col_bias, const Epilogue& e) {
+  if (e.act == Activation::None) return false;
+  for (int64_t i = 0; i < rows; ++i) {
+    acc_t* ci = c + i * ldc;
+    const acc_t rb = row_bias ? row_bias[i] : acc_t(0);
+    if (col_bias) {
+      for (int64_t j = 0; j < cols; ++j) ci[j] = ci[j] + rb + col_bias[j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) ci[j] = ci[j] + rb;
+    }
+  }
+  activate_tile(c, rows, cols, ldc, int64_t(1), e);
+  return true;
 }
 
 // Rows of the weight operand per block in the channels-major passes: 144 x

@@ -78,15 +78,16 @@ void gemm_few_pixels_rows(
 // out(n, pixel i, channel j) = bias[j] + sum_t patch(n)(i, t) * w[wo[j] + to[t]]
 // for j < channels, written to dst + n * image_stride + po[i] + co[j];
 // view(n) is image n's patch matrix (pack.h), taps in its order.
-template <typename scalar_t, typename acc_t, typename View>
+// pack_t: bfloat16 pairs or acc_t (microkernel.h).
+template <typename scalar_t, typename acc_t, typename pack_t, typename View>
 void gemm_few_pixels(
-    int vec_isa, const GemmKernel<acc_t>& kernel, int64_t images, int64_t pixels,
+    int vec_isa, const GemmKernel<acc_t, pack_t>& kernel, int64_t images, int64_t pixels,
     View&& view, const scalar_t* w, const int64_t* wo, int64_t channels,
     const int64_t* to, int64_t taps, const acc_t* bias, scalar_t* dst,
     int64_t image_stride, const int64_t* po, const int64_t* co) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t threads = at::get_num_threads();
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+  if constexpr (std::is_same_v<scalar_t, acc_t> && std::is_same_v<pack_t, acc_t>) {
     bool in_place = true;
     for (int64_t t = 0; t < taps && in_place; ++t) in_place = to[t] == to[0] + t;
     if (in_place) {
@@ -100,19 +101,20 @@ void gemm_few_pixels(
   const int64_t parts = (channels + part - 1) / part;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     acc_t* const cbuf = scratch<acc_t>(0, rows * part);
-    acc_t* const abuf = scratch<acc_t>(1, rows * KC);
-    acc_t* const bbuf = scratch<acc_t>(2, part * KC);
+    pack_t* const abuf = scratch<pack_t>(1, rows * KC);
+    pack_t* const bbuf = scratch<pack_t>(2, part * KC);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       auto pack_a = [&](int64_t, int64_t, int64_t pc, int64_t kc) {
+        const int64_t kp = packed_depth<pack_t>(kc);
         for (int64_t n = 0; n < images; ++n)
           pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, MR,
-                       abuf + n * per_image * kc);
-        return Panels<acc_t>{abuf, MR * kc};
+                       abuf + n * per_image * kp);
+        return Panels<pack_t>{abuf, MR * kp};
       };
       auto pack_b = [&](int64_t, int64_t, int64_t pc, int64_t kc) {
         pack_table(w, wo + j0, nj, to + pc, kc, NR, bbuf);
-        return Panels<acc_t>{bbuf, NR * kc};
+        return Panels<pack_t>{bbuf, NR * packed_depth<pack_t>(kc)};
       };
       gemm_packed(kernel, rows, nj, taps, Blocking{rows, part, KC}, pack_a, pack_b, cbuf,
                   part, false);

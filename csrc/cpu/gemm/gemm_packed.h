@@ -35,10 +35,11 @@ struct Blocking {
 // C is M x N with leading dimension ldc; it may be the destination tensor
 // itself. Full tiles go straight to C; edge tiles through a local tile, so
 // nothing past M x N is written (the packed panels are zero-padded, so the
-// kernel always runs full tiles).
-template <typename T, typename PackA, typename PackB>
+// kernel always runs full tiles). T is C's type, P the panels' (bfloat16
+// pairs for a float C, else T); the packers return Panels<P>.
+template <typename T, typename P, typename PackA, typename PackB>
 void gemm_packed(
-    const GemmKernel<T>& kernel,
+    const GemmKernel<T, P>& kernel,
     int64_t M,
     int64_t N,
     int64_t K,
@@ -51,15 +52,15 @@ void gemm_packed(
     bool b_outer = false) {
   const int64_t MR = kernel.mr, NR = kernel.nr;
   constexpr int64_t kMaxTile = 6 * 32;  // the largest mr x nr of microkernel.h
-  auto tile = [&](const Panels<T>& a, const Panels<T>& b, int64_t ic,
+  auto tile = [&](const Panels<P>& a, const Panels<P>& b, int64_t ic,
                   int64_t mc, int64_t jc, int64_t nc, int64_t kc, bool acc) {
     for (int64_t jr = 0; jr < nc; jr += NR) {
-      const T* bp = b.ptr + (jr / NR) * b.stride;
+      const P* bp = b.ptr + (jr / NR) * b.stride;
       const int64_t nv = std::min(NR, N - jc - jr);
       for (int64_t ir = 0; ir < mc; ir += MR) {
         const int64_t mv = std::min(MR, M - ic - ir);
         T* c = C + (ic + ir) * ldc + jc + jr;
-        const T* ap = a.ptr + (ir / MR) * a.stride;
+        const P* ap = a.ptr + (ir / MR) * a.stride;
         if (mv == MR && nv == NR) {
           kernel.fn(kc, ap, bp, c, ldc, acc);
           continue;
@@ -80,7 +81,7 @@ void gemm_packed(
     if (b_outer) {
       for (int64_t jc = 0; jc < N; jc += blk.NC) {
         const int64_t nc = std::min(blk.NC, N - jc);
-        const Panels<T> b = pack_b(jc, nc, pc, kc);
+        const Panels<P> b = pack_b(jc, nc, pc, kc);
         for (int64_t ic = 0; ic < M; ic += blk.MC) {
           const int64_t mc = std::min(blk.MC, M - ic);
           tile(pack_a(ic, mc, pc, kc), b, ic, mc, jc, nc, kc, acc);
@@ -89,7 +90,7 @@ void gemm_packed(
     } else {
       for (int64_t ic = 0; ic < M; ic += blk.MC) {
         const int64_t mc = std::min(blk.MC, M - ic);
-        const Panels<T> a = pack_a(ic, mc, pc, kc);
+        const Panels<P> a = pack_a(ic, mc, pc, kc);
         for (int64_t jc = 0; jc < N; jc += blk.NC) {
           const int64_t nc = std::min(blk.NC, N - jc);
           tile(a, pack_b(jc, nc, pc, kc), ic, mc, jc, nc, kc, acc);

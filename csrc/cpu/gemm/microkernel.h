@@ -9,8 +9,13 @@
 //                latency need >= 8 independent accumulators; 6 rows give 12.
 //   AVX-512F     float 6 x 32, double 6 x 16: the same plan in zmm (15 of 32).
 //   scalar       float 6 x 16, double 6 x 8, plain loops.
-// The tile is a run-time property (GemmKernel), so the packers follow it.
+// bfloat16 panels (microkernel_bf16.cpp, the pair layout of pack.h) feed
+// float accumulators in a 6 x 32 tile on AVX-512 BF16 and in its scalar
+// reference. The tile is a run-time property (GemmKernel), so the packers
+// follow it.
 #pragma once
+
+#include <c10/util/BFloat16.h>
 
 #include <cstdint>
 
@@ -18,10 +23,12 @@
 
 namespace conv_ext::cpu {
 
-// Full tiles only: callers pad C to multiples of mr x nr.
-template <typename T>
+// Full tiles only: callers pad C to multiples of mr x nr. T is C's type, P
+// the packed operands' (T, or bfloat16 pairs for a float C); kc counts
+// reduction steps, not pairs.
+template <typename T, typename P = T>
 using MicroKernelFn = void (*)(
-    int64_t kc, const T* a, const T* b, T* c, int64_t ldc, bool accumulate);
+    int64_t kc, const P* a, const P* b, T* c, int64_t ldc, bool accumulate);
 
 // The same tile with A read in place: a[i] points at row i's depth run
 // (microkernel_rows.cpp). B is a packed panel, or with brows non-null, its
@@ -31,11 +38,12 @@ using MicroKernelRowsFn = void (*)(
     int64_t kc, const T* const* a, const T* b, const T* const* brows, int64_t boff, T* c,
     int64_t ldc, bool accumulate);
 
-template <typename T>
+// rows_fn is null for bfloat16 panels (their GEMMs pack both operands).
+template <typename T, typename P = T>
 struct GemmKernel {
   int64_t mr, nr;
   int64_t kc;  // depth of one packed block: a kc x nr B panel stays in L1
-  MicroKernelFn<T> fn;
+  MicroKernelFn<T, P> fn;
   MicroKernelRowsFn<T> rows_fn;
 };
 
@@ -51,6 +59,15 @@ void microkernel_avx512(
     int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
 void microkernel_avx512(
     int64_t kc, const double* a, const double* b, double* c, int64_t ldc, bool accumulate);
+
+// bfloat16 pairs into float (microkernel_bf16.cpp): vdpbf16ps, and the
+// scalar reference of the same layout and summation order.
+void microkernel_bf16_avx512(
+    int64_t kc, const c10::BFloat16* a, const c10::BFloat16* b, float* c, int64_t ldc,
+    bool accumulate);
+void microkernel_bf16_scalar(
+    int64_t kc, const c10::BFloat16* a, const c10::BFloat16* b, float* c, int64_t ldc,
+    bool accumulate);
 
 #define CONV_EXT_ROWS_KERNEL(isa)                                                   \
   void microkernel_rows_##isa(                                                     \
@@ -71,6 +88,7 @@ template <typename T>
 GemmKernel<T> select_microkernel(Isa isa) {
   constexpr int64_t lanes = 32 / sizeof(T);  // per ymm
   switch (isa) {
+    case Isa::kAvx512Bf16:
     case Isa::kAvx512:
       return {6, 4 * lanes, 256, &microkernel_avx512, &microkernel_rows_avx512};
     case Isa::kAvx2:
@@ -78,6 +96,16 @@ GemmKernel<T> select_microkernel(Isa isa) {
     default:
       return {6, 2 * lanes, 256, &microkernel_scalar, &microkernel_rows_scalar};
   }
+}
+
+// The bfloat16-pair GEMM: vdpbf16ps on kAvx512Bf16, the scalar reference
+// on kScalar (the portable build, which also keeps the pair layout tested on
+// every machine). Other levels widen bfloat16 to float while packing and
+// run select_microkernel<float> instead (bf16_pairs() in conv_gemm.h).
+// kc = 256 as for float: a 256 x 32 panel of pairs is 16 KiB.
+inline GemmKernel<float, c10::BFloat16> select_microkernel_bf16(Isa isa) {
+  if (isa == Isa::kAvx512Bf16) return {6, 32, 256, &microkernel_bf16_avx512, nullptr};
+  return {6, 32, 256, &microkernel_bf16_scalar, nullptr};
 }
 
 }  // namespace conv_ext::cpu

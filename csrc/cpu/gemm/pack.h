@@ -3,6 +3,12 @@
 // `width` rows (MR for A, NR for B), each panel depth x width with the rows
 // interleaved, rows past xlen zero.
 //
+// bfloat16 panels (kPackPairs = 2) hold the depth in pairs: per pair of
+// steps (k, k+1) the panel's `width` rows each give two adjacent values,
+// (row 0: k, k+1), (row 1: k, k+1), ..., the operand layout of vdpbf16ps
+// (microkernel_bf16.cpp). An odd depth is padded with a zero step, so a
+// panel is round_up(depth, 2) x width values.
+//
 // Two sources:
 //  - offset tables (pack_table): element (x, y) lives at src[xo[x] + yo[y]];
 //    weights and plain strided matrices in any layout;
@@ -12,6 +18,8 @@
 //    ordered (r, s, c) when channels are contiguous). Packing is the im2col.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -19,58 +27,93 @@
 
 namespace conv_ext::cpu {
 
+// Reduction steps grouped per panel row: 2 for bfloat16 panels (the pairs
+// vdpbf16ps takes), 1 for every other panel type.
+template <typename T>
+inline constexpr int64_t kPackPairs = 1;
+template <>
+inline constexpr int64_t kPackPairs<c10::BFloat16> = 2;
+
+// The depth a panel of `depth` steps occupies (odd bfloat16 depths padded).
+template <typename T>
+constexpr int64_t packed_depth(int64_t depth) {
+  return (depth + kPackPairs<T> - 1) / kPackPairs<T> * kPackPairs<T>;
+}
+
 // Where a panel block's element (x, y) goes.
 template <typename T>
 struct PanelBlock {
+  static constexpr int64_t kP = kPackPairs<T>;
   T* dst;
   int64_t width, depth;
 
+  int64_t pdepth() const { return packed_depth<T>(depth); }
+
+  // Offset of (x % width, y) inside a panel.
+  int64_t in_panel(int64_t xr, int64_t y) const {
+    return (y / kP) * width * kP + xr * kP + y % kP;
+  }
+
   T* at(int64_t x, int64_t y) const {
-    return dst + (x / width) * width * depth + y * width + x % width;
+    return dst + (x / width) * width * pdepth() + in_panel(x % width, y);
   }
 
   // Writes src[0], src[step], ... (n values) to (x0 .. x0+n-1, y), or zeros
-  // when src is null: contiguous within a panel, a jump between panels. The
-  // unit-step case is a plain converting copy the compiler vectorizes.
+  // when src is null: contiguous within a panel (kP apart for pairs), a jump
+  // between panels. The unit-step case is a plain converting copy the
+  // compiler vectorizes.
   template <typename scalar_t>
   void run_x(int64_t x0, int64_t y, int64_t n, const scalar_t* src, int64_t step) const {
     T* d = at(x0, y);
     int64_t room = width - x0 % width;
+    const int64_t jump = width * pdepth() - width * kP;
     while (n > 0) {
       const int64_t len = std::min(room, n);
       if (src == nullptr) {
-        for (int64_t j = 0; j < len; ++j) d[j] = T(0);
+        for (int64_t j = 0; j < len; ++j) d[j * kP] = T(0);
       } else if (step == 1) {
-        for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(src[j]);
+        for (int64_t j = 0; j < len; ++j) d[j * kP] = static_cast<T>(src[j]);
         src += len;
       } else {
-        for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(src[j * step]);
+        for (int64_t j = 0; j < len; ++j) d[j * kP] = static_cast<T>(src[j * step]);
         src += len * step;
       }
       n -= len;
-      d += len + width * depth - width;
+      d += len * kP + jump;
       room = width;
     }
   }
 
-  // The same to (x, y0 .. y0+n-1): stride width.
+  // The same to (x, y0 .. y0+n-1): stride width (pairs: adjacent, then a
+  // stride of 2 width).
   template <typename scalar_t>
   void run_y(int64_t x, int64_t y0, int64_t n, const scalar_t* src, int64_t step) const {
-    T* d = at(x, y0);
+    T* d = dst + (x / width) * width * pdepth() + (x % width) * kP;
     if (src == nullptr) {
-      for (int64_t e = 0; e < n; ++e) d[e * width] = T(0);
+      for (int64_t e = 0; e < n; ++e) d[in_panel(0, y0 + e)] = T(0);
     } else {
-      for (int64_t e = 0; e < n; ++e) d[e * width] = static_cast<T>(src[e * step]);
+      for (int64_t e = 0; e < n; ++e) d[in_panel(0, y0 + e)] = static_cast<T>(src[e * step]);
     }
   }
 
-  // Zeroes rows xlen .. round_up(xlen, width) - 1 of the last panel.
+  // Zeroes rows xlen .. round_up(xlen, width) - 1 of the last panel and,
+  // for pairs, the padding step of an odd depth in every panel.
   void zero_tail(int64_t xlen) const {
     const int64_t tail = xlen % width;
-    if (tail == 0) return;
-    T* p = dst + (xlen / width) * width * depth;
-    for (int64_t y = 0; y < depth; ++y)
-      for (int64_t x = tail; x < width; ++x) p[y * width + x] = T(0);
+    if (tail != 0) {
+      T* p = dst + (xlen / width) * width * pdepth();
+      for (int64_t y = 0; y < pdepth(); ++y)
+        for (int64_t x = tail; x < width; ++x) p[in_panel(x, y)] = T(0);
+    }
+    zero_depth_pad(xlen);
+  }
+
+  void zero_depth_pad(int64_t xlen) const {
+    if constexpr (kP > 1) {
+      if (depth % kP == 0) return;
+      for (int64_t x = 0; x < xlen; ++x)
+        for (int64_t y = depth; y < pdepth(); ++y) *at(x, y) = T(0);
+    }
   }
 };
 
@@ -91,7 +134,7 @@ void pack_table(
   for (int64_t y = 1; y < ylen && y_unit; ++y) y_unit = yo[y] == yo[0] + y;
   for (int64_t x0 = 0; x0 < xlen; x0 += width) {
     const int64_t w = std::min(width, xlen - x0);
-    acc_t* panel = dst + x0 * ylen;
+    acc_t* panel = dst + x0 * pb.pdepth();
     if (y_unit) {
       // In steps of 64 along y so the panel lines being filled stay in L1
       // (one pass over a 4608 x 32 panel per x thrashed it).
@@ -100,7 +143,7 @@ void pack_table(
         for (int64_t x = 0; x < w; ++x) {
           const scalar_t* col = src + xo[x0 + x] + yo[0];
           for (int64_t y = y0; y < y1; ++y)
-            panel[y * width + x] = static_cast<acc_t>(col[y]);
+            panel[pb.in_panel(x, y)] = static_cast<acc_t>(col[y]);
         }
       }
       continue;
@@ -108,7 +151,7 @@ void pack_table(
     for (int64_t y = 0; y < ylen; ++y) {
       const scalar_t* row = src + yo[y];
       for (int64_t x = 0; x < w; ++x)
-        panel[y * width + x] = static_cast<acc_t>(row[xo[x0 + x]]);
+        panel[pb.in_panel(x, y)] = static_cast<acc_t>(row[xo[x0 + x]]);
     }
   }
   pb.zero_tail(xlen);
@@ -241,6 +284,12 @@ void pack_im2col_vec(
 void pack_im2col_vec(
     int isa, const Im2col<double>& g, int64_t m0, int64_t mlen, int64_t t0,
     int64_t tlen, bool pixels_x, int64_t width, double* dst, int64_t depth_off,
+    int64_t depth_total);
+// bfloat16 into pair panels: built for AVX-512 with BW (its 16-bit
+// shuffles), run only on kAvx512Bf16 machines.
+void pack_im2col_vec(
+    int isa, const Im2col<c10::BFloat16>& g, int64_t m0, int64_t mlen, int64_t t0,
+    int64_t tlen, bool pixels_x, int64_t width, c10::BFloat16* dst, int64_t depth_off,
     int64_t depth_total);
 
 // pack_im2col in the widest vector build the CPU runs (vec_isa: 0 scalar,
