@@ -22,29 +22,7 @@ CONV_EXT_FLAT_AVX512 void pack_avx512(
   pack_im2col<T, T>(g, m0, mlen, t0, tlen, pixels_x, width, dst, depth_off, depth_total);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define CONV_EXT_FLAT_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl"), flatten))
-#else
-#define CONV_EXT_FLAT_AVX512BW
-#endif
-
-// bfloat16 pair panels (pack.h), on kAvx512Bf16 machines only.
-CONV_EXT_FLAT_AVX512BW void pack_avx512bw(
-    const Im2col<c10::BFloat16>& g, int64_t m0, int64_t mlen, int64_t t0, int64_t tlen,
-    bool pixels_x, int64_t width, c10::BFloat16* dst, int64_t depth_off,
-    int64_t depth_total) {
-  pack_im2col<c10::BFloat16, c10::BFloat16>(
-      g, m0, mlen, t0, tlen, pixels_x, width, dst, depth_off, depth_total);
-}
-
 }  // namespace
-
-void pack_im2col_vec(
-    int, const Im2col<c10::BFloat16>& g, int64_t m0, int64_t mlen, int64_t t0,
-    int64_t tlen, bool pixels_x, int64_t width, c10::BFloat16* dst, int64_t depth_off,
-    int64_t depth_total) {
-  pack_avx512bw(g, m0, mlen, t0, tlen, pixels_x, width, dst, depth_off, depth_total);
-}
 
 void pack_im2col_vec(
     int isa, const Im2col<float>& g, int64_t m0, int64_t mlen, int64_t t0,
