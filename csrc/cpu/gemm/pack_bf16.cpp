@@ -3,9 +3,10 @@
 // consecutive values of a run two apart, which no vector store does: a
 // 32-pixel run became 32 scalar stores, and packing took 44 % of a
 // r50_res2_3x3 forward + backward profile (1 thread), more than the
-// vdpbf16ps kernel. So each panel is first packed plain, [depth][width] 16-bit
-// values as the float panels are (the same vectorized runs), in an L1-sized
-// buffer, then interleaved into pairs two rows at a time with a permute.
+// vdpbf16ps kernel. So a block is first packed plain, panels of [depth][width]
+// 16-bit values as the float panels are (the same vectorized runs, crossing
+// panels), in a per-thread buffer, then each panel is interleaved into pairs
+// two rows at a time with a permute.
 #include <algorithm>
 #include <vector>
 
@@ -86,19 +87,17 @@ CONV_EXT_FLAT_AVX512BW void pack_pairs_avx512(
   const int64_t xlen = pixels_x ? mlen : tlen, ylen = pixels_x ? tlen : mlen;
   const int64_t depth = depth_total > 0 ? depth_total : ylen;
   const int64_t pdepth = packed_depth<c10::BFloat16>(depth);
+  const int64_t panels = (xlen + width - 1) / width;
   thread_local std::vector<Bf16Bits> buf;
-  if (static_cast<int64_t>(buf.size()) < width * ylen) buf.resize(width * ylen);
+  if (static_cast<int64_t>(buf.size()) < panels * width * ylen) buf.resize(panels * width * ylen);
   Bf16Bits* const plain = buf.data();
+  // One plain block (the runs cross panels as in the float packer), then
+  // each of its panels interleaved into pairs.
+  pack_im2col<Bf16Bits, c10::BFloat16>(g, m0, mlen, t0, tlen, pixels_x, width, plain);
   const int64_t ya = depth_off, yb = depth_off + ylen;
-  for (int64_t x0 = 0; x0 < xlen; x0 += width) {
-    const int64_t w = std::min(width, xlen - x0);
-    if (pixels_x) {
-      pack_im2col<Bf16Bits, c10::BFloat16>(g, m0 + x0, w, t0, tlen, true, width, plain);
-    } else {
-      pack_im2col<Bf16Bits, c10::BFloat16>(g, m0, mlen, t0 + x0, w, false, width, plain);
-    }
-    uint16_t* out = reinterpret_cast<uint16_t*>(dst + (x0 / width) * width * pdepth);
-    interleave(reinterpret_cast<const uint16_t*>(plain), ya, yb, width, out);
+  for (int64_t i = 0; i < panels; ++i) {
+    uint16_t* out = reinterpret_cast<uint16_t*>(dst + i * width * pdepth);
+    interleave(reinterpret_cast<const uint16_t*>(plain + i * width * ylen), ya, yb, width, out);
     if (yb == depth && depth % 2 != 0) {  // the zero step of an odd depth
       uint16_t* o = out + (depth - 1) * width + 1;
       for (int64_t x = 0; x < width; ++x) o[2 * x] = 0;
