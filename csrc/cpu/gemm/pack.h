@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -89,6 +90,21 @@ struct PanelBlock {
   template <typename scalar_t>
   void run_y(int64_t x, int64_t y0, int64_t n, const scalar_t* src, int64_t step) const {
     T* d = dst + (x / width) * width * pdepth() + (x % width) * kP;
+    if constexpr (kP == 2 && std::is_same_v<scalar_t, T>) {
+      // Two consecutive steps are adjacent in a pair: a unit-step run
+      // moves 32 bits per pair (pixel runs along the grad-weight depth).
+      if (src != nullptr && step == 1) {
+        int64_t e = 0;
+        if (y0 % 2 != 0 && n > 0) {
+          d[in_panel(0, y0)] = src[0];
+          e = 1;
+        }
+        T* q = d + (y0 + e) * width;  // pair (y0 + e) / 2, first half
+        for (; e + 1 < n; e += 2, q += 2 * width) std::memcpy(q, src + e, 2 * sizeof(T));
+        if (e < n) *q = src[e];
+        return;
+      }
+    }
     if (src == nullptr) {
       for (int64_t e = 0; e < n; ++e) d[in_panel(0, y0 + e)] = T(0);
     } else {

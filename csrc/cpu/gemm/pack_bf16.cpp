@@ -3,7 +3,8 @@
 // consecutive values of a run two apart, which no vector store does: a
 // 32-pixel run became 32 scalar stores, and packing took 44 % of a
 // r50_res2_3x3 forward + backward profile (1 thread), more than the
-// vdpbf16ps kernel. So a block is first packed plain, panels of [depth][width]
+// vdpbf16ps kernel. So where the runs go across the panel rows (pixels of
+// an NCHW row, channels of an NHWC pixel), a block is first packed plain, panels of [depth][width]
 // 16-bit values as the float panels are (the same vectorized runs, crossing
 // panels), in a per-thread buffer, then each panel is interleaved into pairs
 // two rows at a time with a permute.
@@ -84,6 +85,13 @@ CONV_EXT_FLAT_AVX512BW void pack_pairs_avx512(
     const Im2col<c10::BFloat16>& g, int64_t m0, int64_t mlen, int64_t t0, int64_t tlen,
     bool pixels_x, int64_t width, c10::BFloat16* dst, int64_t depth_off,
     int64_t depth_total) {
+  if (pixels_x == g.rsc) {
+    // Runs go along the depth, where a pair's two steps are adjacent:
+    // straight into the pairs (PanelBlock::run_y), no plain block.
+    pack_im2col<c10::BFloat16, c10::BFloat16>(
+        g, m0, mlen, t0, tlen, pixels_x, width, dst, depth_off, depth_total);
+    return;
+  }
   const int64_t xlen = pixels_x ? mlen : tlen, ylen = pixels_x ? tlen : mlen;
   const int64_t depth = depth_total > 0 ? depth_total : ylen;
   const int64_t pdepth = packed_depth<c10::BFloat16>(depth);
