@@ -65,15 +65,15 @@ __attribute__((target("avx512f,avx512bf16"))) void microkernel_bf16_avx512(
   __m512 acc[6][2];
   for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   const int64_t pairs = (kc + 1) / 2;
-  int32_t ai32[6];
 #pragma GCC unroll 4
   for (int64_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 32);
-    std::memcpy(ai32, a, sizeof ai32);
 #pragma GCC unroll 6
     for (int i = 0; i < 6; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(ai32[i]);
+      int32_t pair;  // row i's (k, k+1), broadcast straight from the panel
+      std::memcpy(&pair, a + 2 * i, sizeof pair);
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
