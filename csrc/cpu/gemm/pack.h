@@ -151,6 +151,26 @@ void pack_table(
   for (int64_t x0 = 0; x0 < xlen; x0 += width) {
     const int64_t w = std::min(width, xlen - x0);
     acc_t* panel = dst + x0 * pb.pdepth();
+    if constexpr (PanelBlock<acc_t>::kP == 2 && std::is_same_v<acc_t, scalar_t>) {
+      if (y_unit) {
+        // A pair is two adjacent values of a column: 32 bits a move, a
+        // panel row of pairs (2 width values) filled per step.
+        const int64_t pairs = ylen / 2;
+        for (int64_t p0 = 0; p0 < pairs; p0 += 32) {
+          const int64_t p1 = std::min(pairs, p0 + 32);
+          for (int64_t x = 0; x < w; ++x) {
+            const scalar_t* col = src + xo[x0 + x] + yo[0];
+            for (int64_t p = p0; p < p1; ++p)
+              std::memcpy(panel + p * 2 * width + 2 * x, col + 2 * p, 2 * sizeof(acc_t));
+          }
+        }
+        if (ylen % 2 != 0) {
+          for (int64_t x = 0; x < w; ++x)
+            panel[pb.in_panel(x, ylen - 1)] = src[xo[x0 + x] + yo[0] + ylen - 1];
+        }
+        continue;
+      }
+    }
     if (y_unit) {
       // In steps of 64 along y so the panel lines being filled stay in L1
       // (one pass over a 4608 x 32 panel per x thrashed it).
