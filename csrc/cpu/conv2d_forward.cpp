@@ -82,9 +82,10 @@ void forward_gemm(
     gemm_few_pixels<scalar_t, acc_t>(
         vec_isa, kernel, s.N, PQ, [&](int64_t n) { return image(n, 0); },
         weight.const_data_ptr<scalar_t>(), kofs.data(), s.K, tofs.data(), CRS, b.data(),
-        y, ys.d0, po.data(), co.data());
+        y, ys.d0, po.data(), co.data(), std::is_same_v<scalar_t, acc_t> ? nullptr : &epilogue);
     // The output is freshly allocated, dense in its memory format.
-    activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);
+    if (std::is_same_v<scalar_t, acc_t>)
+      activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);
     return;
   }
 

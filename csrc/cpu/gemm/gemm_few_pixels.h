@@ -78,13 +78,16 @@ void gemm_few_pixels_rows(
 // out(n, pixel i, channel j) = bias[j] + sum_t patch(n)(i, t) * w[wo[j] + to[t]]
 // for j < channels, written to dst + n * image_stride + po[i] + co[j];
 // view(n) is image n's patch matrix (pack.h), taps in its order.
-// pack_t: bfloat16 pairs or acc_t (microkernel.h).
+// pack_t: bfloat16 pairs or acc_t (microkernel.h). With `epilogue` (low
+// precision outputs), the bias and activation are applied in acc_t before
+// the store rounds.
 template <typename scalar_t, typename acc_t, typename pack_t, typename View>
 void gemm_few_pixels(
     int vec_isa, const GemmKernel<acc_t, pack_t>& kernel, int64_t images, int64_t pixels,
     View&& view, const scalar_t* w, const int64_t* wo, int64_t channels,
     const int64_t* to, int64_t taps, const acc_t* bias, scalar_t* dst,
-    int64_t image_stride, const int64_t* po, const int64_t* co) {
+    int64_t image_stride, const int64_t* po, const int64_t* co,
+    const Epilogue* epilogue = nullptr) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t threads = at::get_num_threads();
   if constexpr (std::is_same_v<scalar_t, acc_t> && std::is_same_v<pack_t, acc_t>) {
@@ -118,10 +121,13 @@ void gemm_few_pixels(
       };
       gemm_packed(kernel, rows, nj, taps, Blocking{rows, part, KC}, pack_a, pack_b, cbuf,
                   part, false);
-      for (int64_t n = 0; n < images; ++n)
-        store_tile(cbuf + n * per_image * part, part, pixels, nj, po, co + j0,
-                   static_cast<const acc_t*>(nullptr), bias ? bias + j0 : nullptr,
-                   dst + n * image_stride);
+      const acc_t* none = nullptr;
+      for (int64_t n = 0; n < images; ++n) {
+        acc_t* c = cbuf + n * per_image * part;
+        const acc_t* cb = bias ? bias + j0 : nullptr;
+        if (epilogue && bias_activation_in_place(c, part, pixels, nj, none, cb, *epilogue)) cb = none;
+        store_tile(c, part, pixels, nj, po, co + j0, none, cb, dst + n * image_stride);
+      }
     }
   });
 }
