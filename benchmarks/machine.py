@@ -58,12 +58,16 @@ _ISA_FLAGS = ("amx_tile", "amx_bf16", "avx512_bf16", "avx512_vnni", "avx512bw", 
 def conv_ext_isa(flags=None, env=None):
     """The instruction set conv_ext's CPU kernels take, as csrc/cpu/isa.cpp
     decides it: CONV_EXT_CPU_ISA=scalar forces the portable kernels, =avx2
-    stops at AVX2 + FMA, unset or auto takes AVX-512F where present."""
+    stops at AVX2 + FMA, =avx512 at AVX-512F, unset or auto takes AVX-512F
+    where present, with bfloat16 on its dot-product instructions
+    ("avx512_bf16") where the CPU has AVX-512 BF16 (and BW, VL)."""
     flags = cpu_flags() if flags is None else flags
     env = os.environ.get("CONV_EXT_CPU_ISA") if env is None else env
     if env == "scalar":
         return "scalar"
     avx2 = {"avx2", "fma"} <= flags
+    if env not in ("avx2", "avx512") and avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags:
+        return "avx512_bf16"
     if env != "avx2" and avx2 and "avx512f" in flags:
         return "avx512"
     return "avx2" if avx2 else "scalar"

@@ -552,6 +552,10 @@ def test_isa_names(monkeypatch):
     assert machine.conv_ext_isa(avx512, "avx2") == "avx2"
     assert machine.conv_ext_isa(avx512, "scalar") == "scalar"
     assert machine.conv_ext_isa({"avx2"}, "") == "scalar"  # AVX2 without FMA: the portable kernels
+    bf16 = avx512 | {"avx512bw", "avx512vl", "avx512_bf16"}
+    assert machine.conv_ext_isa(bf16, "") == "avx512_bf16"
+    assert machine.conv_ext_isa(bf16, "avx512") == "avx512"
+    assert machine.conv_ext_isa(bf16, "avx2") == "avx2"
     monkeypatch.setenv("CONV_EXT_CPU_ISA", "avx2")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert "(CONV_EXT_CPU_ISA=avx2)" in machine.isa() and machine.isa().startswith("conv_ext ")

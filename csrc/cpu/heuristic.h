@@ -88,7 +88,10 @@ inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
 // panels are half the bytes. On kScalar the pair kernel's scalar reference
 // runs (every kernel is scalar there, and it keeps the pair layout tested
 // on every machine). AVX2 and AVX-512F widen to float while packing and run
-// the float FMA kernels (tile arithmetic, not measured).
+// the float FMA kernels. Measured, 1 thread, AMD EPYC (Zen 4), min of
+// interleaved runs, pairs against widening: r50_res2_3x3 (batch 2) forward
+// 3.6 vs 5.5 ms, grad input 3.7 vs 5.4, grad weight 3.7 vs 6.7;
+// r50_res5_3x3 forward 3.9 vs 6.3; r50_res2_1x1 grad weight 1.8 vs 3.2.
 inline bool bf16_pairs(const at::Tensor& t, Isa isa_bf16) {
   return t.scalar_type() == at::kBFloat16 &&
       (isa_bf16 == Isa::kAvx512Bf16 || isa_bf16 == Isa::kScalar);
