@@ -35,6 +35,12 @@ inline constexpr int64_t kPackPairs = 1;
 template <>
 inline constexpr int64_t kPackPairs<c10::BFloat16> = 2;
 
+// True where a panel type holds a source type's bits unchanged, so that a
+// unit-step run is a memcpy (the plain bfloat16 panels of pack_bf16.cpp,
+// whose element-wise copy the compiler left scalar).
+template <typename T, typename S>
+inline constexpr bool kBitCopy = false;
+
 // The depth a panel of `depth` steps occupies (odd bfloat16 depths padded).
 template <typename T>
 constexpr int64_t packed_depth(int64_t depth) {
@@ -73,7 +79,11 @@ struct PanelBlock {
       if (src == nullptr) {
         for (int64_t j = 0; j < len; ++j) d[j * kP] = T(0);
       } else if (step == 1) {
-        for (int64_t j = 0; j < len; ++j) d[j * kP] = static_cast<T>(src[j]);
+        if constexpr (kP == 1 && kBitCopy<T, scalar_t>) {
+          std::memcpy(static_cast<void*>(d), src, len * sizeof(T));
+        } else {
+          for (int64_t j = 0; j < len; ++j) d[j * kP] = static_cast<T>(src[j]);
+        }
         src += len;
       } else {
         for (int64_t j = 0; j < len; ++j) d[j * kP] = static_cast<T>(src[j * step]);

@@ -37,6 +37,13 @@ struct Bf16Bits {
 };
 static_assert(sizeof(Bf16Bits) == 2);
 
+}  // namespace
+
+template <>
+inline constexpr bool kBitCopy<Bf16Bits, c10::BFloat16> = true;
+
+namespace {
+
 // Rows y in [ya, yb) of a plain panel (plain row y - ya) into the pair panel
 // `out` (width rows): out[(y / 2) * 2 width + 2 x + y % 2] = plain[y - ya][x].
 CONV_EXT_AVX512BW void interleave(
@@ -62,6 +69,22 @@ CONV_EXT_AVX512BW void interleave(
       uint16_t* o = out + y * 32;
       _mm512_storeu_si512(o, _mm512_permutex2var_epi16(r0, lo, r1));
       _mm512_storeu_si512(o + 32, _mm512_permutex2var_epi16(r0, hi, r1));
+    }
+  }
+  if (width < 16) {
+    // A pair of rows is 2 width contiguous values on both sides, permuted
+    // (out[2 x + h] = in[h width + x]): `groups` pairs of rows per vector.
+    const int64_t group = 2 * width, groups = 32 / group, n = groups * group;
+    alignas(64) uint16_t idx[32] = {};
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t r = j % group;
+      idx[j] = static_cast<uint16_t>(j - r + (r % 2) * width + r / 2);
+    }
+    const __m512i perm = _mm512_load_si512(idx);
+    const __mmask32 mask = static_cast<__mmask32>((uint64_t(1) << n) - 1);
+    for (; y + 2 * groups <= yb; y += 2 * groups) {
+      const __m512i v = _mm512_maskz_loadu_epi16(mask, plain + (y - ya) * width);
+      _mm512_mask_storeu_epi16(out + y * width, mask, _mm512_permutexvar_epi16(perm, v));
     }
   }
 #endif
