@@ -64,6 +64,9 @@ CASES = [
     # output channels): forward and grad input split channels between
     # threads
     ("few_pixels", 2, 131, 4, 5, 136, 3, 3, 1, 1, 1, 1, False),
+    # ... with an even tap count (C*R*S = 1170): the forward reads the
+    # weight rows in place as pairs (gemm_few_pixels_rows)
+    ("few_pixels_rows", 2, 130, 3, 5, 140, 3, 3, 1, 1, 1, 1, False),
     # a grad-weight depth (N*P*Q = 3 * 97 pixels) over two depth blocks, odd
     ("weight_depth_odd", 3, 8, 1, 97, 9, 1, 3, 1, 1, 1, 1, False),
 ]
@@ -127,7 +130,8 @@ def test_exact_on_integers(case, bf16_isa):
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[9]], ids=[IDS[0], IDS[2], IDS[9]])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[9], CASES[10]],
+                         ids=[IDS[0], IDS[2], IDS[9], IDS[10]])
 def test_bias_and_activation(case, activation, bf16_isa):
     """The bias and the activation are applied in float before the one
     rounding to bfloat16: within twice the error of torch's conv + activation

@@ -35,31 +35,34 @@ inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t
 
 // gemm_few_pixels with the weights read in place: w + wo[j] is channel j's
 // run of taps. Channels are split in parts of whole MR-row panels; images'
-// pixels are columns, each image starting a new NR-wide panel.
-template <typename T, typename View>
+// pixels are columns, each image starting a new NR-wide panel. T: the
+// accumulator, P: the panels' and weights' type (bfloat16 pairs: a row's
+// steps (k, k+1) are already adjacent in place), S: the destination's.
+template <typename T, typename P, typename S, typename View>
 void gemm_few_pixels_rows(
-    const GemmKernel<T>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
-    const T* w, const int64_t* wo, int64_t channels, int64_t taps, const T* bias, T* dst,
-    int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads) {
+    const GemmKernel<T, P>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
+    const P* w, const int64_t* wo, int64_t channels, int64_t taps, const T* bias, S* dst,
+    int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads,
+    const Epilogue* epilogue) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t per_image = round_up(pixels, NR), cols = images * per_image;
   const int64_t part = round_up((channels + threads - 1) / threads, MR);
   const int64_t parts = (channels + part - 1) / part;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     T* const cbuf = scratch<T>(0, part * cols);
-    T* const bbuf = scratch<T>(1, cols * KC);
+    P* const bbuf = scratch<P>(1, cols * KC);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       for (int64_t pc = 0; pc < taps; pc += KC) {
-        const int64_t kc = std::min(KC, taps - pc);
+        const int64_t kc = std::min(KC, taps - pc), kp = packed_depth<P>(kc);
         for (int64_t n = 0; n < images; ++n)
           pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, NR,
-                       bbuf + n * per_image * kc);
+                       bbuf + n * per_image * kp);
         for (int64_t jr = 0; jr < cols; jr += NR) {
-          const T* bp = bbuf + jr * kc;
+          const P* bp = bbuf + jr * kp;
           for (int64_t ir = 0; ir < nj; ir += MR) {
             const int64_t mv = std::min(MR, nj - ir);
-            const T* a[6];
+            const P* a[6];
             for (int64_t i = 0; i < MR; ++i)  // rows past the part repeat its last
               a[i] = w + wo[j0 + ir + std::min(i, mv - 1)] + pc;
             // cbuf has whole MR-row panels: rows past nj take the repeats.
@@ -67,10 +70,13 @@ void gemm_few_pixels_rows(
           }
         }
       }
-      for (int64_t n = 0; n < images; ++n)
-        store_tile(cbuf + n * per_image, cols, nj, pixels, co + j0, po,
-                   bias ? bias + j0 : nullptr, static_cast<const T*>(nullptr),
-                   dst + n * image_stride);
+      const T* none = nullptr;
+      for (int64_t n = 0; n < images; ++n) {
+        T* c = cbuf + n * per_image;
+        const T* rb = bias ? bias + j0 : nullptr;
+        if (epilogue && bias_activation_in_place(c, cols, nj, pixels, rb, none, *epilogue)) rb = none;
+        store_tile(c, cols, nj, pixels, co + j0, po, rb, none, dst + n * image_stride);
+      }
     }
   });
 }
@@ -90,12 +96,14 @@ void gemm_few_pixels(
     const Epilogue* epilogue = nullptr) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t threads = at::get_num_threads();
-  if constexpr (std::is_same_v<scalar_t, acc_t> && std::is_same_v<pack_t, acc_t>) {
-    bool in_place = true;
+  // In place where the weights are the panels' type: float, or bfloat16
+  // pairs when every depth block is whole pairs (an even tap count).
+  if constexpr (std::is_same_v<scalar_t, pack_t>) {
+    bool in_place = kPackPairs<pack_t> == 1 || taps % 2 == 0;
     for (int64_t t = 0; t < taps && in_place; ++t) in_place = to[t] == to[0] + t;
     if (in_place) {
       gemm_few_pixels_rows(kernel, vec_isa, images, pixels, view, w + to[0], wo, channels,
-                           taps, bias, dst, image_stride, po, co, threads);
+                           taps, bias, dst, image_stride, po, co, threads, epilogue);
       return;
     }
   }

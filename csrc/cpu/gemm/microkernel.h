@@ -33,18 +33,19 @@ using MicroKernelFn = void (*)(
 // The same tile with A read in place: a[i] points at row i's depth run
 // (microkernel_rows.cpp). B is a packed panel, or with brows non-null, its
 // row k is read in place at brows[k] + boff.
-template <typename T>
+template <typename T, typename P = T>
 using MicroKernelRowsFn = void (*)(
-    int64_t kc, const T* const* a, const T* b, const T* const* brows, int64_t boff, T* c,
+    int64_t kc, const P* const* a, const P* b, const P* const* brows, int64_t boff, T* c,
     int64_t ldc, bool accumulate);
 
-// rows_fn is null for bfloat16 panels (their GEMMs pack both operands).
+// bfloat16 rows_fn: A rows in place (a[i] + 2 p is row i's pair p, so kc
+// must be even), B packed (brows null).
 template <typename T, typename P = T>
 struct GemmKernel {
   int64_t mr, nr;
   int64_t kc;  // depth of one packed block: a kc x nr B panel stays in L1
   MicroKernelFn<T, P> fn;
-  MicroKernelRowsFn<T> rows_fn;
+  MicroKernelRowsFn<T, P> rows_fn;
 };
 
 void microkernel_scalar(
@@ -68,6 +69,12 @@ void microkernel_bf16_avx512(
 void microkernel_bf16_scalar(
     int64_t kc, const c10::BFloat16* a, const c10::BFloat16* b, float* c, int64_t ldc,
     bool accumulate);
+void microkernel_bf16_rows_avx512(
+    int64_t kc, const c10::BFloat16* const* a, const c10::BFloat16* b,
+    const c10::BFloat16* const* brows, int64_t boff, float* c, int64_t ldc, bool accumulate);
+void microkernel_bf16_rows_scalar(
+    int64_t kc, const c10::BFloat16* const* a, const c10::BFloat16* b,
+    const c10::BFloat16* const* brows, int64_t boff, float* c, int64_t ldc, bool accumulate);
 
 #define CONV_EXT_ROWS_KERNEL(isa)                                                   \
   void microkernel_rows_##isa(                                                     \
@@ -104,8 +111,9 @@ GemmKernel<T> select_microkernel(Isa isa) {
 // run select_microkernel<float> instead (bf16_pairs() in conv_gemm.h).
 // kc = 256 as for float: a 256 x 32 panel of pairs is 16 KiB.
 inline GemmKernel<float, c10::BFloat16> select_microkernel_bf16(Isa isa) {
-  if (isa == Isa::kAvx512Bf16) return {6, 32, 256, &microkernel_bf16_avx512, nullptr};
-  return {6, 32, 256, &microkernel_bf16_scalar, nullptr};
+  if (isa == Isa::kAvx512Bf16)
+    return {6, 32, 256, &microkernel_bf16_avx512, &microkernel_bf16_rows_avx512};
+  return {6, 32, 256, &microkernel_bf16_scalar, &microkernel_bf16_rows_scalar};
 }
 
 }  // namespace conv_ext::cpu
