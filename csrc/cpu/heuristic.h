@@ -33,6 +33,15 @@ inline bool use_direct_grouped(const ConvShape& s) {
   return s.Cg() <= 8 && s.Kg() <= 8 && bounded;
 }
 
+// The data types of the blocked direct kernels (depthwise_blocked.h,
+// grouped_blocked.h): float32, and bfloat16 and half, which they widen to
+// float as they copy the window and round once as they copy the results
+// out. Not float64: the blocks are 16 float lanes.
+inline bool blocked_dtype(const at::Tensor& a) {
+  const at::ScalarType t = a.scalar_type();
+  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
+}
+
 // Depthwise on channels_last data (both tensors a pass reads or writes
 // channels-contiguous) runs along the channels instead (depthwise_nhwc.h):
 // the plane kernels would read it with a stride of C per element
@@ -55,12 +64,13 @@ inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Te
 // (8, 96, 28, 28) forward, 1 thread: 4.8-5.5 ms -> 0.89 ms (torch 0.90).
 // The 3 x 3 stride-1 layers on planes of 16 columns or more keep the plane
 // kernels (mbv2_dw_3x3: 2.6-7x torch). The window the blocks copy must
-// stay near the image size.
+// stay near the image size. bfloat16 and half take the blocks too,
+// widened to float in the window copy (MEASURED_DW_BF16).
 inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
-  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.scalar_type() == at::kFloat && bounded &&
+  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && blocked_dtype(a) && bounded &&
       (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9);
 }
 
@@ -73,13 +83,14 @@ inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
 // 1.36x; (8, 160, 7, 7) 10 groups 0.42x -> 1.51x; (8, 160, 14, 14)
 // stride 2 0.11x -> 1.41x; (8, 400, 7, 7) stride 2 0.28x -> 1.28x;
 // (8, 64, 28, 28) 4 groups 0.46x -> 1.39x. The window must stay near the
-// image size.
+// image size. bfloat16 and half as in use_depthwise_blocked
+// (MEASURED_GROUPED_BF16).
 inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
   return s.G > 1 && (s.Cg() > 8 || s.Kg() > 8) && s.Cg() <= 64 && s.Kg() <= 64 &&
-      a.scalar_type() == at::kFloat && bounded;
+      blocked_dtype(a) && bounded;
 }
 
 // GEMM orientation of the forward and grad-input passes. Pixels-major
@@ -152,6 +163,9 @@ inline bool strides_within_kernel(const ConvShape& s) {
 // multiply-adds a tile but writes and reads 16 transformed kernel values
 // (r50_res5_3x3 at batch 2, 32 tiles: 4.6 ms against the GEMM's 3.3; 64
 // tiles is where the saving passes the traffic by 2x on paper).
+// bfloat16 and half take it too, widened to float in the tile copies
+// (winograd_transforms.h): the generic path widens them in its packing and
+// multiplies 2.25x more (MEASURED_WINOGRAD_BF16).
 inline bool use_winograd(
     const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
     const at::Tensor& dst, Isa isa) {
@@ -159,7 +173,9 @@ inline bool use_winograd(
   const int64_t d = s.dil_h;
   const bool phases = s.dil_w == d && s.pad_h % d == 0 && s.pad_w % d == 0 &&
       s.H % d == 0 && s.W % d == 0 && s.P % d == 0 && s.Q % d == 0;
-  return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && src.scalar_type() == at::kFloat &&
+  const at::ScalarType t = src.scalar_type();
+  const bool dtype = t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
+  return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && dtype &&
       s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && phases &&
       cin >= 16 && cout >= 16 && src.stride(3) == 1 && dst.stride(3) == 1;
 }

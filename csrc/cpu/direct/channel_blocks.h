@@ -1,11 +1,18 @@
 // Copies between NCHW planes and channel-interleaved buffers [row][column]
 // [channel], the layout in which the blocked direct kernels
 // (depthwise_blocked.h, grouped_blocked.h) read a pixel's channels as one
-// run. Plain templates, inlined into each instruction set's build.
+// run. Plain templates, inlined into each instruction set's build. The
+// buffers hold float: bfloat16 and half planes are widened as they are
+// copied in and rounded once as they are copied out.
 #pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "direct_rows.h"  // PadGeom
 
@@ -80,8 +87,8 @@ CONV_EXT_BLOCKS_AVX512_FN void unpack_run16(const float* b, int64_t n, float* ro
 // in channels nc..cs-1, so the kernels have no edge cases.
 // AVX512: the caller is built for AVX-512F (full blocks of 16 channels with
 // unit column stride then go through transpose16).
-template <bool AVX512 = false>
-inline void pack_window(const float* src, int64_t sc, int64_t sh, int64_t sw, int64_t H,
+template <bool AVX512 = false, typename T>
+inline void pack_window(const T* src, int64_t sc, int64_t sh, int64_t sw, int64_t H,
                         int64_t W, int64_t nc, int64_t cs, const PadGeom& pg,
                         float* buf) {
   const int64_t jl = std::clamp<int64_t>(-pg.w0, 0, pg.Wp);
@@ -97,65 +104,86 @@ inline void pack_window(const float* src, int64_t sc, int64_t sh, int64_t sw, in
       std::fill_n(d, jl * cs, 0.f);
       std::fill_n(d + jr * cs, (pg.Wp - jr) * cs, 0.f);
     }
-    const float* row = src + h * sh + (pg.w0 + jl) * sw;
+    const T* row = src + h * sh + (pg.w0 + jl) * sw;
     float* o = d + jl * cs;
     const int64_t n = jr - jl;
 #if CONV_EXT_BLOCKS_AVX512
     if constexpr (AVX512) {
       if (nc == 16 && cs == 16 && sw == 1) {
-        pack_run16(row, sc, n, o);
+        if constexpr (std::is_same_v<T, float>) {
+          pack_run16(row, sc, n, o);
+        } else {
+          // Widened row by row into unit-stride runs first (a loop the
+          // compiler vectorizes), then the same transposes.
+          thread_local std::vector<float> wide;
+          wide.resize(16 * n);
+          for (int64_t c = 0; c < 16; ++c)
+            for (int64_t j = 0; j < n; ++j) wide[c * n + j] = static_cast<float>(row[c * sc + j]);
+          pack_run16(wide.data(), n, n, o);
+        }
         continue;
       }
     }
 #endif
     // Channel by channel: each plane row is read once in order.
     for (int64_t c = 0; c < nc; ++c) {
-      const float* r = row + c * sc;
-      for (int64_t j = 0; j < n; ++j) o[j * cs + c] = r[j * sw];
+      const T* r = row + c * sc;
+      for (int64_t j = 0; j < n; ++j) o[j * cs + c] = static_cast<float>(r[j * sw]);
     }
   }
 }
 
 // dst(c)[h][w] = buf[((h - h0) * Wp + w - w0) * cs + c] for h < H, w < W
 // inside the window pg, 0 outside it; channels c < nc.
-template <bool AVX512 = false>
-inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64_t cs, float* dst,
+template <bool AVX512 = false, typename T>
+inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64_t cs, T* dst,
                           int64_t dc, int64_t dh, int64_t dw, int64_t H, int64_t W) {
   const int64_t wl = std::clamp<int64_t>(pg.w0, 0, W);
   const int64_t wr = std::clamp<int64_t>(pg.w0 + pg.Wp, wl, W);
 #if CONV_EXT_BLOCKS_AVX512
   if constexpr (AVX512) {
     if (nc == 16 && cs == 16 && dw == 1) {
+      thread_local std::vector<float> narrow;
       for (int64_t h = 0; h < H; ++h) {
-        float* row = dst + h * dh;
+        T* row = dst + h * dh;
         const int64_t i = h - pg.h0;
         if (i < 0 || i >= pg.Hp) {
-          for (int64_t c = 0; c < 16; ++c) std::fill_n(row + c * dc, W, 0.f);
+          for (int64_t c = 0; c < 16; ++c) std::fill_n(row + c * dc, W, T(0.f));
           continue;
         }
         for (int64_t c = 0; c < 16; ++c) {
-          std::fill_n(row + c * dc, wl, 0.f);
-          std::fill_n(row + c * dc + wr, W - wr, 0.f);
+          std::fill_n(row + c * dc, wl, T(0.f));
+          std::fill_n(row + c * dc + wr, W - wr, T(0.f));
         }
-        unpack_run16(buf + (i * pg.Wp + wl - pg.w0) * cs, wr - wl, row + wl, dc);
+        const float* b = buf + (i * pg.Wp + wl - pg.w0) * cs;
+        const int64_t n = wr - wl;
+        if constexpr (std::is_same_v<T, float>) {
+          unpack_run16(b, n, row + wl, dc);
+        } else {
+          // Transposed into unit-stride float runs, then rounded run by run.
+          narrow.resize(16 * n);
+          unpack_run16(b, n, narrow.data(), n);
+          for (int64_t c = 0; c < 16; ++c)
+            for (int64_t j = 0; j < n; ++j) row[c * dc + wl + j] = static_cast<T>(narrow[c * n + j]);
+        }
       }
       return;
     }
   }
 #endif
   for (int64_t c = 0; c < nc; ++c) {
-    float* plane = dst + c * dc;
+    T* plane = dst + c * dc;
     for (int64_t h = 0; h < H; ++h) {
-      float* row = plane + h * dh;
+      T* row = plane + h * dh;
       const int64_t i = h - pg.h0;
       if (i < 0 || i >= pg.Hp) {
-        for (int64_t w = 0; w < W; ++w) row[w * dw] = 0.f;
+        for (int64_t w = 0; w < W; ++w) row[w * dw] = T(0.f);
         continue;
       }
-      for (int64_t w = 0; w < wl; ++w) row[w * dw] = 0.f;
+      for (int64_t w = 0; w < wl; ++w) row[w * dw] = T(0.f);
       const float* b = buf + (i * pg.Wp + wl - pg.w0) * cs + c;
-      for (int64_t w = wl; w < wr; ++w) row[w * dw] = b[(w - wl) * cs];
-      for (int64_t w = wr; w < W; ++w) row[w * dw] = 0.f;
+      for (int64_t w = wl; w < wr; ++w) row[w * dw] = static_cast<T>(b[(w - wl) * cs]);
+      for (int64_t w = wr; w < W; ++w) row[w * dw] = T(0.f);
     }
   }
 }
