@@ -21,7 +21,12 @@ def _range(r):
     return f"{fmt(r['speedup_min'])}–{fmt(r['speedup_max'])}"
 
 
-def _setup_lines(setup, rounds):
+def _precision(r):
+    """The dtype column of a record: its dtype, or its autocast."""
+    return f"{r['dtype']} under autocast({r['autocast']})" if r.get("autocast") else r["dtype"]
+
+
+def _setup_lines(setup, rounds, autocast=None):
     s = setup
     where = f"{s['card']}" + (f"; {s['isa']}" if s.get("isa") else "") + f"; torch {s['torch_version']}"
     if s.get("driver"):
@@ -31,7 +36,11 @@ def _setup_lines(setup, rounds):
         f"{where}, {s['threads']} threads, {load}; commit `{s['commit']}`; {s['date']}.  ",
         f"Command: `{s['command']}`\n",
         f"Each step: forward, cross-entropy, backward, SGD update; ours is the same model after "
-        f"`conv_ext.replace_conv2d`. {rounds} round(s), every model in turn, the steps of ours and torch "
+        f"`conv_ext.replace_conv2d`."
+        + (f" Mixed precision: float32 parameters, forward and loss under "
+           f"`torch.autocast(dtype=torch.{autocast})`, so every convolution runs in {autocast} "
+           f"(the check's forward too)." if autocast else "")
+        + f" {rounds} round(s), every model in turn, the steps of ours and torch "
         f"alternating within each; ms is the median of the rounds' medians, the range is the speedup's "
         f"lowest and highest round. Checked first: the loss and every parameter's gradient within 2x "
         f"torch's own error against a float64 copy (ReLU and max pooling smoothed so rounding flips no "
@@ -44,9 +53,9 @@ def markdown(results):
     parts = []
     if models:
         first = models[0]
-        parts.append(f"### end to end · {first['device']} · {first['dtype']} · {first['layout']}: training step "
-                     f"(batch {first['batch']}, {first['image_size']}x{first['image_size']}, SGD)\n")
-        parts += _setup_lines(results["setup"], max(r["rounds"] for r in models))
+        parts.append(f"### end to end · {first['device']} · {_precision(first)} · {first['layout']}: training "
+                     f"step (batch {first['batch']}, {first['image_size']}x{first['image_size']}, SGD)\n")
+        parts += _setup_lines(results["setup"], max(r["rounds"] for r in models), first.get("autocast"))
         parts.append("| model | convs | conv GFLOP/step | nn.Conv2d ms | MyConv2d ms | nn.Conv2d img/s "
                      "| MyConv2d img/s | speedup | range over rounds | ours rel err | torch rel err "
                      "| float64 rel err | check |")
@@ -122,7 +131,7 @@ def plot(results, path):
     setup = results["setup"]
     if models:
         m = models[0]
-        ax.set_title(f"training step, batch {m['batch']}, {m['image_size']}x{m['image_size']}, {m['dtype']} "
+        ax.set_title(f"training step, batch {m['batch']}, {m['image_size']}x{m['image_size']}, {_precision(m)} "
                      f"(above 1: ours faster)", fontsize=9)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_axisbelow(True)
