@@ -85,7 +85,9 @@ void forward_gemm(
     return;
   }
 
-  if constexpr (std::is_same_v<scalar_t, float>) {
+  // float32, and bfloat16 and half with float32 arithmetic (their bias
+  // values b are float).
+  if constexpr (std::is_same_v<acc_t, float>) {
     if (use_window_forward(s, input, weight, output, isa)) {
       window_forward(input, weight, b.data(), s, output, isa);
       activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);

@@ -33,11 +33,12 @@ inline bool use_direct_grouped(const ConvShape& s) {
   return s.Cg() <= 8 && s.Kg() <= 8 && bounded;
 }
 
-// The data types of the blocked direct kernels (depthwise_blocked.h,
-// grouped_blocked.h): float32, and bfloat16 and half, which they widen to
-// float as they copy the window and round once as they copy the results
-// out. Not float64: the blocks are 16 float lanes.
-inline bool blocked_dtype(const at::Tensor& a) {
+// The data types of the float32 specializations (Winograd, the window and
+// phase-plane paths, the blocked direct kernels): float32, and bfloat16 and
+// half, which they widen to float in the copies they make anyway (tiles,
+// planes, windows) and round once as they store the results, so their
+// arithmetic is the float32 path's. Not float64: their vectors are float.
+inline bool float_arithmetic(const at::Tensor& a) {
   const at::ScalarType t = a.scalar_type();
   return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
 }
@@ -70,7 +71,7 @@ inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
-  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && blocked_dtype(a) && bounded &&
+  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && float_arithmetic(a) && bounded &&
       (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9);
 }
 
@@ -90,7 +91,7 @@ inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
   return s.G > 1 && (s.Cg() > 8 || s.Kg() > 8) && s.Cg() <= 64 && s.Kg() <= 64 &&
-      blocked_dtype(a) && bounded;
+      float_arithmetic(a) && bounded;
 }
 
 // GEMM orientation of the forward and grad-input passes. Pixels-major
@@ -173,9 +174,7 @@ inline bool use_winograd(
   const int64_t d = s.dil_h;
   const bool phases = s.dil_w == d && s.pad_h % d == 0 && s.pad_w % d == 0 &&
       s.H % d == 0 && s.W % d == 0 && s.P % d == 0 && s.Q % d == 0;
-  const at::ScalarType t = src.scalar_type();
-  const bool dtype = t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
-  return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && dtype &&
+  return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && float_arithmetic(src) &&
       s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && phases &&
       cin >= 16 && cout >= 16 && src.stride(3) == 1 && dst.stride(3) == 1;
 }
@@ -197,7 +196,7 @@ inline bool use_window_weight_grad(
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   return s.N * Hp * Wp >= 2048 && strides_within_kernel(s) && !gemm_only() &&
       isa != Isa::kScalar &&
-      input.scalar_type() == at::kFloat && s.G == 1 && !use_direct_grouped(s) &&
+      float_arithmetic(input) && s.G == 1 && !use_direct_grouped(s) &&
       input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
       Hp * s.stride_h <= 2 * s.H + 64 && Wp * s.stride_w <= 2 * s.W + 64;
 }
@@ -214,7 +213,7 @@ inline bool use_window_forward(
     const at::Tensor& output, Isa isa) {
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return !gemm_only() && isa != Isa::kScalar && input.scalar_type() == at::kFloat &&
+  return !gemm_only() && isa != Isa::kScalar && float_arithmetic(input) &&
       s.G == 1 && s.R * s.S > 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) && input.stride(3) == 1 &&
       weight.is_contiguous() && output.is_contiguous() && Hp * s.stride_h <= 2 * s.H + 64 &&
@@ -231,7 +230,7 @@ inline bool use_window_backward_input(
     Isa isa) {
   const int64_t Hg = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wg = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return !gemm_only() && isa != Isa::kScalar && grad_output.scalar_type() == at::kFloat &&
+  return !gemm_only() && isa != Isa::kScalar && float_arithmetic(grad_output) &&
       s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
