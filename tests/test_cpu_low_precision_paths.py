@@ -189,3 +189,25 @@ def test_autocast_bfloat16_layer_takes_winograd():
     ran = traced(step)
     assert {"conv_ext::cpu::winograd_correlate", "conv_ext::cpu::winograd_weight_grad"} <= ran
     assert layer.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_low_precision_is_the_float32_path_rounded_once(case, dtype, isa):
+    """The same path in float32 on the widened operands, rounded to the
+    dtype once, gives every result bit for bit: the widening copies and the
+    rounding stores (vectorized on AVX-512, nearest even) add no error of
+    their own. Infinities and NaNs in the input carry through alike."""
+    x, w, b, kw = make(case, dtype)
+    fmt = torch.channels_last if case[12] else torch.contiguous_format
+    flat = x.contiguous().view(-1).clone()
+    n = flat.numel()
+    flat[[n // 5, n // 2, 4 * n // 5]] = torch.tensor([float("inf"), float("nan"), -float("inf")]).to(dtype)
+    x = flat.view(x.shape).contiguous(memory_format=fmt)
+    gy = torch.randn(F.conv2d(x.float(), w.float(), None, **kw).shape,
+                     generator=torch.Generator().manual_seed(1)).to(dtype)
+    low = [call() for call in pass_calls(x, w, b, kw, gy)]
+    wide = [call().to(dtype) for call in pass_calls(x.float(), w.float(), b.float(), kw, gy.float())]
+    for name, lo, hi in zip(("forward", "grad input", "grad weight"), low, wide):
+        assert lo.dtype == dtype, name
+        torch.testing.assert_close(lo, hi, rtol=0, atol=0, equal_nan=True, msg=name)
