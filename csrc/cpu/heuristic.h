@@ -165,8 +165,15 @@ inline bool strides_within_kernel(const ConvShape& s) {
 // (r50_res5_3x3 at batch 2, 32 tiles: 4.6 ms against the GEMM's 3.3; 64
 // tiles is where the saving passes the traffic by 2x on paper).
 // bfloat16 and half take it too, widened to float in the tile copies
-// (winograd_transforms.h): the generic path widens them in its packing and
-// multiplies 2.25x more (MEASURED_WINOGRAD_BF16).
+// (winograd_transforms.h): the packed GEMM widens them in its packing as
+// well and multiplies 2.25x more. bfloat16, 1 thread, AMD EPYC with
+// AVX512_BF16, loaded machine (python -m benchmarks --dtype bfloat16
+// --threads 1; GEMM -> Winograd, torch in the same run): r50_res4_3x3
+// forward 5.73 -> 3.48 ms (torch 2.15), grad input 9.76 -> 3.51 (2.17),
+// grad weight 10.2 -> 3.63 (2.47); dilated_3x3 12.5 -> 6.7, 16.2 -> 6.8,
+// 20.1 -> 8.2 (torch 5.4, 5.4, 6.7). A bfloat16 dot-product GEMM
+// (vdpbf16ps) doubles the GEMM's rate: this rule is to be measured again
+// against it.
 inline bool use_winograd(
     const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
     const at::Tensor& dst, Isa isa) {
@@ -180,6 +187,8 @@ inline bool use_winograd(
 }
 
 // Grad weight by window dot products (window_dot.h) for float32 layers
+// (and bfloat16 / half, widened as the planes are built: r50_res2_3x3,
+// bfloat16, 1 thread, 14.0 -> 5.1 ms against the GEMM, torch 2.5)
 // without groups that the direct kernels do not take: NCHW rows on both
 // operands, a dense (k, c, r, s) result, and padded phase planes near the
 // image size (they are materialized, unlike the GEMM's patches). Each
@@ -207,7 +216,10 @@ inline bool use_window_weight_grad(
 // stride 2, 1 thread: 6.7 -> 5.8 ms). Not at stride 1: the dilated 3 x 3
 // layer (256 channels) ran 8% slower than the GEMM, whose packed kernel
 // panel is one stream where the in-place rows are six. The phase planes
-// are materialized: their frame must stay near the image size.
+// are materialized: their frame must stay near the image size. bfloat16
+// and half as float32, widened as the planes are built (1 thread, GEMM ->
+// planes: r50_conv1 8.8 -> 6.8 ms, torch 3.6; dense3_s2_c256_k512_7x7
+// 8.7 -> 4.5 ms, torch 1.3).
 inline bool use_window_forward(
     const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, Isa isa) {
