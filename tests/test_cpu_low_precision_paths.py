@@ -41,7 +41,7 @@ CASES = [
     ("winograd_dilated3", 3, 16, 9, 15, 24, 3, 3, 1, 3, 3, 1, False, WINO, True),
     # phase planes: 7 x 7 stride 2 (ResNet's stem), stride 2 with dilation 2,
     # 3 x 3 stride 2 with odd sizes; grad weight by window dot products
-    ("window_stride2", 4, 3, 40, 44, 16, 7, 7, 2, 3, 1, 1, False, (WIN_FWD, WIN_DX, WIN_DW), True),
+    ("window_stride2", 4, 3, 40, 44, 9, 7, 7, 2, 3, 1, 1, False, (WIN_FWD, WIN_DX, WIN_DW), True),
     ("window_stride2_dil", 8, 8, 33, 30, 12, 3, 3, 2, 1, 2, 1, False, (WIN_FWD, WIN_DX, WIN_DW), True),
     ("window_stride2_odd", 2, 24, 21, 19, 20, 3, 3, 2, 1, 1, 1, False, (WIN_FWD, WIN_DX, None), True),
     ("window_dilated", 2, 18, 30, 33, 20, 5, 5, 1, 3, 2, 1, False, (None, None, WIN_DW), True),

@@ -217,15 +217,20 @@ inline bool use_window_weight_grad(
 // layer (256 channels) ran 8% slower than the GEMM, whose packed kernel
 // panel is one stream where the in-place rows are six. The phase planes
 // are materialized: their frame must stay near the image size. bfloat16
-// and half as float32, widened as the planes are built (1 thread, GEMM ->
-// planes: r50_conv1 8.8 -> 6.8 ms, torch 3.6; dense3_s2_c256_k512_7x7
-// 8.7 -> 4.5 ms, torch 1.3).
+// and half widened as the planes are built, only for taps per output
+// C*R*S <= 256 (a stem): 1 thread, loaded machine, planes against the
+// GEMM, (8, 3, 112, 112) 7 x 7 stride 2: 6.8 against 8.6 ms; 3 x 3
+// stride 2 on (8, 64, 56, 56) -> 128: 13.2 against 12.2, on (8, 128, 28,
+// 28) -> 256: 18.7 against 11.1 (float32 alike: 18.9 against 11.1, a
+// question for the float32 rule).
 inline bool use_window_forward(
     const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, Isa isa) {
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return !gemm_only() && isa != Isa::kScalar && float_arithmetic(input) &&
+  const bool dtype = input.scalar_type() == at::kFloat ||
+      (float_arithmetic(input) && s.C * s.R * s.S <= 256);
+  return !gemm_only() && isa != Isa::kScalar && dtype &&
       s.G == 1 && s.R * s.S > 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) && input.stride(3) == 1 &&
       weight.is_contiguous() && output.is_contiguous() && Hp * s.stride_h <= 2 * s.H + 64 &&
@@ -236,13 +241,21 @@ inline bool use_window_forward(
 // correlation per input phase (window_backward_input.cpp), instead of the
 // col2im path, which multiplies every tap at every pixel and scatters the
 // products (r50_conv1: 67 GFLOP/s). Dense NCHW grad_input, and a
-// grad_output frame near its size.
+// grad_output frame near its size. bfloat16 and half, widened as the
+// planes are built, only for taps per input pixel K*R*S <= 576: 1 thread,
+// loaded machine, phases against col2im (which runs faster in bfloat16
+// than in float32 here), 3 x 3 stride 2: (8, 64, 56, 56) -> 128 15.0
+// against 17.1 ms, (8, 128, 28, 28) -> 256 20.4 against 13.9, (8, 256,
+// 14, 14) -> 512 18.6 against 14.1; 7 x 7 stride 2 (8, 3, 112, 112) -> 64
+// 12.6 against 13.1.
 inline bool use_window_backward_input(
     const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& grad_input,
     Isa isa) {
   const int64_t Hg = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wg = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return !gemm_only() && isa != Isa::kScalar && float_arithmetic(grad_output) &&
+  const bool dtype = grad_output.scalar_type() == at::kFloat ||
+      (float_arithmetic(grad_output) && s.K * s.R * s.S <= 576);
+  return !gemm_only() && isa != Isa::kScalar && dtype &&
       s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
