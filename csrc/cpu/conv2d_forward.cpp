@@ -26,6 +26,7 @@
 #include "direct/grouped_blocked.h"
 #include "direct/depthwise_nhwc.h"
 #include "epilogue/epilogue.h"
+#include "float_arithmetic.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window/window_forward.h"
@@ -231,14 +232,9 @@ bool forward_winograd(
     Isa isa,
     const Epilogue& epilogue) {
   if (!use_winograd(s, s.C, s.K, input, output, isa)) return false;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_winograd", [&] {
-        if constexpr (std::is_same_v<scalar_t, double>) {
-          TORCH_INTERNAL_ASSERT(false, "Winograd takes no float64 (heuristic.h)");
-        } else {
-          forward_winograd_typed<scalar_t>(input, weight, bias, s, output, isa, epilogue);
-        }
-      });
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "conv2d_forward_winograd", [&] {
+    forward_winograd_typed<scalar_t>(input, weight, bias, s, output, isa, epilogue);
+  });
   return true;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../gemm/conv_gemm.h"
+#include "../float_arithmetic.h"
 
 namespace conv_ext::cpu {
 namespace {
@@ -151,19 +152,13 @@ void backward_weight_typed(
 
 }  // namespace
 
-// float32, bfloat16 and half (heuristic.h: use_depthwise_blocked). Each
-// entry is named in torch.profiler's trace: the tests check that it runs.
-#define CONV_EXT_DW_BLOCKED_TYPES(type, name, ...)                                   \
-  AT_DISPATCH_SWITCH(type, name,                                                     \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                       \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)                    \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
-
+// float32, bfloat16 and half (heuristic.h: use_depthwise_blocked), each
+// entry named in torch.profiler's trace: the tests check that it runs.
 void depthwise_blocked_forward(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const ConvShape& s, at::Tensor& output, Isa isa, const Epilogue& epilogue) {
   RECORD_FUNCTION("conv_ext::cpu::depthwise_blocked_forward", std::vector<c10::IValue>());
-  CONV_EXT_DW_BLOCKED_TYPES(input.scalar_type(), "depthwise_blocked_forward", [&] {
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "depthwise_blocked_forward", [&] {
     forward_typed<scalar_t>(input, weight, bias, s, output, isa, epilogue);
   });
 }
@@ -172,16 +167,17 @@ void depthwise_blocked_backward_input(
     const at::Tensor& grad_output, const at::Tensor& weight, const ConvShape& s,
     at::Tensor& grad_input, Isa isa) {
   RECORD_FUNCTION("conv_ext::cpu::depthwise_blocked_backward_input", std::vector<c10::IValue>());
-  CONV_EXT_DW_BLOCKED_TYPES(grad_output.scalar_type(), "depthwise_blocked_backward_input", [&] {
-    backward_input_typed<scalar_t>(grad_output, weight, s, grad_input, isa);
-  });
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(
+      grad_output.scalar_type(), "depthwise_blocked_backward_input", [&] {
+        backward_input_typed<scalar_t>(grad_output, weight, s, grad_input, isa);
+      });
 }
 
 void depthwise_blocked_backward_weight(
     const at::Tensor& grad_output, const at::Tensor& input, const ConvShape& s,
     at::Tensor& grad_weight, Isa isa) {
   RECORD_FUNCTION("conv_ext::cpu::depthwise_blocked_backward_weight", std::vector<c10::IValue>());
-  CONV_EXT_DW_BLOCKED_TYPES(input.scalar_type(), "depthwise_blocked_backward_weight", [&] {
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "depthwise_blocked_backward_weight", [&] {
     backward_weight_typed<scalar_t>(grad_output, input, s, grad_weight, isa);
   });
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../gemm/conv_gemm.h"
+#include "../float_arithmetic.h"
 #include "window_forward.h"
 
 namespace conv_ext::cpu {
@@ -171,18 +172,12 @@ void window_backward_input_typed(
 
 }  // namespace
 
-#define CONV_EXT_WINDOW_TYPES(type, name, ...)                                       \
-  AT_DISPATCH_SWITCH(type, name,                                                     \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                       \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)                    \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
-
 void window_backward_input(
     const at::Tensor& grad_output, const at::Tensor& weight, const ConvShape& s,
     at::Tensor& grad_input, Isa isa) {
   // Named in torch.profiler's trace: the tests check that the path runs.
   RECORD_FUNCTION("conv_ext::cpu::window_backward_input", std::vector<c10::IValue>());
-  CONV_EXT_WINDOW_TYPES(grad_output.scalar_type(), "window_backward_input", [&] {
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(grad_output.scalar_type(), "window_backward_input", [&] {
     window_backward_input_typed<scalar_t>(grad_output, weight, s, grad_input, isa);
   });
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../gemm/conv_gemm.h"
+#include "../float_arithmetic.h"
 #include "phase_planes.h"
 
 namespace conv_ext::cpu {
@@ -130,18 +131,12 @@ void window_forward_typed(
 
 }  // namespace
 
-#define CONV_EXT_WINDOW_TYPES(type, name, ...)                                       \
-  AT_DISPATCH_SWITCH(type, name,                                                     \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                       \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)                    \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
-
 void window_forward(
     const at::Tensor& input, const at::Tensor& weight, const float* bias, const ConvShape& s,
     at::Tensor& output, Isa isa) {
   // Named in torch.profiler's trace: the tests check that the path runs.
   RECORD_FUNCTION("conv_ext::cpu::window_forward", std::vector<c10::IValue>());
-  CONV_EXT_WINDOW_TYPES(input.scalar_type(), "window_forward", [&] {
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "window_forward", [&] {
     window_forward_typed<scalar_t>(input, weight, bias, s, output, isa);
   });
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../gemm/conv_gemm.h"
+#include "../float_arithmetic.h"
 #include "phase_planes.h"
 #include "window_dot.h"
 
@@ -128,18 +129,12 @@ void window_backward_weight_typed(
 
 }  // namespace
 
-#define CONV_EXT_WINDOW_TYPES(type, name, ...)                                       \
-  AT_DISPATCH_SWITCH(type, name,                                                     \
-                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)                       \
-                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)                    \
-                     AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
-
 void window_backward_weight(
     const at::Tensor& grad_output, const at::Tensor& input, const ConvShape& s,
     at::Tensor& grad_weight, Isa isa) {
   // Named in torch.profiler's trace: the tests check that the path runs.
   RECORD_FUNCTION("conv_ext::cpu::window_backward_weight", std::vector<c10::IValue>());
-  CONV_EXT_WINDOW_TYPES(input.scalar_type(), "window_backward_weight", [&] {
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "window_backward_weight", [&] {
     window_backward_weight_typed<scalar_t>(grad_output, input, s, grad_weight, isa);
   });
 }
