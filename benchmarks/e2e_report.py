@@ -104,7 +104,11 @@ def plot(results, path):
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     models, over = results["models"], results["overhead"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    if over:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    else:  # --autocast and --no-overhead runs: the steps alone
+        fig, ax = plt.subplots(figsize=(10, 3.8))
+        ax2 = None
     names = [TITLES.get(r["model"], r["model"]) for r in models] + ["geomean"]
     values = [r["speedup"] or float("nan") for r in models] + [results.get("geomean_speedup") or float("nan")]
     lows = [r["speedup_min"] or v for r, v in zip(models, values)]
@@ -136,22 +140,24 @@ def plot(results, path):
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_axisbelow(True)
 
-    cases = [o["case"].replace("_", " ") for o in over]
-    ratios = [o["speedup"] or float("nan") for o in over]
-    ax2.bar(range(len(cases)), [v - 1 for v in ratios], 0.6, bottom=1.0, color="tab:orange")
-    ax2.axhline(1.0, color="black", linewidth=1, linestyle="--")
-    ax2.axhline(1 / OVERHEAD_GOAL, color="tab:red", linewidth=1, linestyle=":",
-                label=f"goal: ours within {OVERHEAD_GOAL}x")
-    ax2.set_yscale("log")
-    fin = [v for v in ratios if v == v and v > 0] + [1.0, 1 / OVERHEAD_GOAL]
-    ax2.set_ylim(min(fin) / 1.3, max(fin) * 1.5)
-    ax2.set_xticks(range(len(cases)))
-    ax2.set_xticklabels(cases, fontsize=8)
-    ax2.set_xlabel(over[0]["layer"] if over else "", fontsize=7)
-    ax2.set_title("per-call overhead (torch / ours)", fontsize=9)
-    ax2.legend(fontsize=7, loc="upper left")
-    ax2.grid(axis="y", which="both", alpha=0.3)
-    for axis in (ax.yaxis, ax2.yaxis):  # ticks at 0.5, 1, 2 rather than 5x10^-1
+    if ax2 is not None:
+        cases = [o["case"].replace("_", " ") for o in over]
+        ratios = [o["speedup"] or float("nan") for o in over]
+        ax2.bar(range(len(cases)), [v - 1 for v in ratios], 0.6, bottom=1.0, color="tab:orange")
+        ax2.axhline(1.0, color="black", linewidth=1, linestyle="--")
+        ax2.axhline(1 / OVERHEAD_GOAL, color="tab:red", linewidth=1, linestyle=":",
+                    label=f"goal: ours within {OVERHEAD_GOAL}x")
+        ax2.set_yscale("log")
+        fin = [v for v in ratios if v == v and v > 0] + [1.0, 1 / OVERHEAD_GOAL]
+        ax2.set_ylim(min(fin) / 1.3, max(fin) * 1.5)
+        ax2.set_xticks(range(len(cases)))
+        ax2.set_xticklabels(cases, fontsize=8)
+        ax2.set_xlabel(over[0]["layer"] if over else "", fontsize=7)
+        ax2.set_title("per-call overhead (torch / ours)", fontsize=9)
+        ax2.legend(fontsize=7, loc="upper left")
+        ax2.grid(axis="y", which="both", alpha=0.3)
+    # ticks at 0.5, 1, 2 rather than 5x10^-1
+    for axis in [ax.yaxis] + ([ax2.yaxis] if ax2 is not None else []):
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         axis.set_minor_formatter(NullFormatter())
