@@ -71,13 +71,20 @@ inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Te
 // grad input, grad weight; plane kernels -> blocked, torch's): (8, 960,
 // 4, 4) 3.75 -> 0.20 ms (0.14), 3.74 -> 0.20 (0.17), 1.11 -> 0.22 (0.13);
 // 5 x 5 stride 2 (8, 144, 28, 28) 4.7 -> 0.37 (0.43), 21 -> 0.96 (31),
-// 7.8 -> 1.5 (9.4).
+// 7.8 -> 1.5 (9.4). In bfloat16 and half the 3 x 3 stride-1 layers on wide
+// planes take the blocks as well: the plane kernels' fast rows are float
+// only (direct_3x3_avx512.cpp) and their ring path was 2-3x slower (same
+// run, three passes plane -> blocked: (32, 144, 56, 56) 24.9, 23.7, 23.2
+// -> 9.5, 9.3, 9.5 ms; (8, 96, 112, 112) 13.4, 13.3, 12.1 -> 6.8, 6.8,
+// 6.9; (8, 144, 56, 56) 8.0, 7.9, 3.2 -> 2.6, 2.5, 2.6; (8, 240, 28, 28)
+// 1.79, 1.77, 1.35 -> 1.12, 1.12, 1.48).
 inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
   return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && float_arithmetic(a) && bounded &&
-      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9);
+      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9 ||
+       a.scalar_type() != at::kFloat);
 }
 
 // Groups of 9 to 64 channels (RegNet's group width 16) in float NCHW run
