@@ -12,8 +12,16 @@ ours in float64 must match torch in float64 on the model as it is. Then the
 steps are timed in rounds: each round runs every model in turn, and within a
 model the steps of ours and torch alternate, so a neighbour's load or a
 clock change hits both alike. The speedup is the ratio of the medians; its
-range over the rounds says how noisy the machine was."""
+range over the rounds says how noisy the machine was.
+
+--autocast runs the same step as mixed-precision training: float32 models,
+forward and loss under torch.autocast(device, dtype=torch.bfloat16) (every
+convolution, ours and torch's, then runs in bfloat16), backward and SGD
+outside it. The check then runs both models' forward under autocast too,
+against the same float64 copy: ours within twice torch's own autocast
+error, or the bfloat16 floor."""
 import argparse
+import contextlib
 import copy
 import math
 import sys
@@ -34,6 +42,8 @@ ROUNDS = {False: 3, True: 1}
 # batch-norm weight gradients, sums that cancel), torch up to 6.2e-6; a
 # convolution weight 0.1 % off fails by more than 10x (tests).
 FLOOR = {"float64": 1e-10, "float32": 3e-5, "tf32": 1e-3, "float16": 1e-2, "bfloat16": 1e-2}
+# --autocast: the dtype convolutions run in (float32 models, bfloat16 convolutions).
+AUTOCAST_DTYPE = "bfloat16"
 
 
 @dataclass
@@ -61,6 +71,7 @@ class E2ERecord:
     float64_rel_err: float | None  # ours in float64 vs torch in float64, the models unsmoothed
     ok: bool
     error: str | None
+    autocast: str | None = None  # the dtype of torch.autocast around forward and loss, or None
 
     def as_dict(self):
         return asdict(self)
@@ -77,6 +88,9 @@ def build_parser():
     p.add_argument("--image-size", type=int,
                    help="square image side (default: cpu 112, cuda 224; --quick: cpu 32, cuda 64)")
     p.add_argument("--channels-last", action="store_true", help="models and images in channels_last")
+    p.add_argument("--autocast", action="store_true",
+                   help=f"mixed precision: float32 models, forward and loss under torch.autocast(device, "
+                        f"dtype=torch.{AUTOCAST_DTYPE})")
     p.add_argument("--quick", action="store_true", help="small batch and images, one round, few steps (CI)")
     p.add_argument("--rounds", type=int, help=f"timing rounds over all models (default {ROUNDS[False]}; "
                                               f"--quick: {ROUNDS[True]})")
@@ -97,6 +111,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.device == "cpu" and args.dtype == "tf32":
         parser.error("--dtype tf32 is a CUDA mode (TF32 tensor cores); on CPU use float32")
+    if args.autocast and args.dtype != "float32":
+        parser.error(f"--autocast trains float32 models (autocast lowers their convolutions); got --dtype {args.dtype}")
     batch, size = DEFAULTS[(args.device, args.quick)]
     args.batch = batch if args.batch is None else args.batch
     args.image_size = size if args.image_size is None else args.image_size
@@ -119,23 +135,36 @@ def _rel(a, b):
     return (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
 
 
-def _step(model, optimizer, images, labels):
+def autocast_context(device, autocast):
+    """torch.autocast(device, dtype=autocast) around a forward, or nothing
+    when autocast is None."""
+    import torch
+
+    if autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device, dtype=getattr(torch, autocast))
+
+
+def _step(model, optimizer, images, labels, autocast=None):
     import torch.nn.functional as F
 
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(images), labels)
+    with autocast_context(images.device.type, autocast):
+        loss = F.cross_entropy(model(images), labels)
     loss.backward()
     optimizer.step()
     return loss
 
 
-def _loss_and_grads(model, images, labels):
-    """{'loss': ..., parameter name: gradient} of one forward/backward."""
+def _loss_and_grads(model, images, labels, autocast=None):
+    """{'loss': ..., parameter name: gradient} of one forward/backward, the
+    forward under autocast when `autocast` names a dtype."""
     import torch.nn.functional as F
 
     model.eval()
     model.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(images), labels)
+    with autocast_context(images.device.type, autocast):
+        loss = F.cross_entropy(model(images), labels)
     loss.backward()
     model.train()
     out = {"loss": loss.detach()}
@@ -176,7 +205,7 @@ def _worst(errors):
     return max(errors.items(), key=lambda kv: math.inf if kv[1] != kv[1] else kv[1])
 
 
-def check(torch_model, ours_model, images, labels, floor):
+def check(torch_model, ours_model, images, labels, floor, autocast=None):
     """(ours error, torch error, tolerance, float64 error, what failed or
     None) for one forward/backward from identical weights (before any SGD
     step), over the loss and every parameter's gradient.
@@ -192,6 +221,10 @@ def check(torch_model, ours_model, images, labels, floor):
     In float64, on the models as they are (ReLU, max pooling; rounding at
     1e-16 flips no mask): ours against torch, within FLOOR['float64'].
 
+    With `autocast` (a dtype name), ours and torch run their forward under
+    torch.autocast to that dtype; the float64 reference and the float64
+    comparison run without it (autocast never lowers float64).
+
     Batch norm runs on its running statistics here (eval mode): with batch
     statistics over a small batch (2 values per channel at 1x1 resolution)
     the gradients are ill-conditioned and rounding differences of any two
@@ -201,8 +234,8 @@ def check(torch_model, ours_model, images, labels, floor):
     smooth_torch = smooth(copy.deepcopy(torch_model))
     reference = copy.deepcopy(smooth_torch).to(torch.float64)
     expected = _loss_and_grads(reference, images.to(torch.float64), labels)
-    ours_errs = _compare(_loss_and_grads(smooth(copy.deepcopy(ours_model)), images, labels), expected)
-    torch_err = _worst(_compare(_loss_and_grads(smooth_torch, images, labels), expected))[1]
+    ours_errs = _compare(_loss_and_grads(smooth(copy.deepcopy(ours_model)), images, labels, autocast), expected)
+    torch_err = _worst(_compare(_loss_and_grads(smooth_torch, images, labels, autocast), expected))[1]
     tol = max(2 * torch_err, floor)
     name, ours_err = _worst(ours_errs)
     failed = None if ours_err <= tol else f"{name}: {ours_err:.3g} > {tol:.3g} (2x torch's worst, or the floor)"
@@ -243,7 +276,8 @@ class _Contest:
         # lr small enough that hundreds of steps on one batch stay finite in float16.
         opts = [torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
                 for m in (self.ours_model, self.torch_model)]
-        self.steps = [lambda m=m, o=o: _step(m, o, images, labels)
+        self.autocast = AUTOCAST_DTYPE if args.autocast else None
+        self.steps = [lambda m=m, o=o: _step(m, o, images, labels, self.autocast)
                       for m, o in zip((self.ours_model, self.torch_model), opts)]
         self.images, self.labels = images, labels
         self.ours_err = self.torch_err = self.tol = self.float64_err = self.error = None
@@ -251,9 +285,10 @@ class _Contest:
         self.rounds = []  # per round: [ours_ms, torch_ms] or [torch_ms]
 
     def verify(self, dtype):
+        floor = FLOOR[self.autocast or dtype]
         try:
             self.ours_err, self.torch_err, self.tol, self.float64_err, failed = check(
-                self.torch_model, self.ours_model, self.images, self.labels, FLOOR[dtype])
+                self.torch_model, self.ours_model, self.images, self.labels, floor, self.autocast)
             if failed is not None:
                 self.error = f"check failed: {failed}"
         except Exception as exc:  # noqa: BLE001  (ours lacks a kernel: recorded, the run goes on)
@@ -287,7 +322,7 @@ class _Contest:
             ours_img_s=img_s(ours_ms), torch_img_s=img_s(torch_ms),
             speedup=torch_ms / ours_ms if ours_ms and torch_ms else None, speedup_min=lo, speedup_max=hi,
             rounds=len(self.rounds), rel_err=self.ours_err, torch_rel_err=self.torch_err, tolerance=self.tol,
-            float64_rel_err=self.float64_err, ok=self.ok, error=self.error)
+            float64_rel_err=self.float64_err, ok=self.ok, error=self.error, autocast=self.autocast)
 
 
 def plan_for(args):
@@ -328,7 +363,9 @@ def run(args, command):
     labels = torch.randint(0, 1000, (args.batch,), generator=gen).to(args.device)
 
     plan = plan_for(args)
-    overhead_rounds = 0 if args.no_overhead else args.rounds
+    # The per-call overhead layer is measured without autocast: under
+    # --autocast it would repeat the float32 run's table.
+    overhead_rounds = 0 if args.no_overhead or args.autocast else args.rounds
     bar = progress(len(args.models) * (1 + args.rounds) + overhead_rounds, args.no_progress)
     contests, overheads = [], []
     try:

@@ -21,7 +21,12 @@ def _range(r):
     return f"{fmt(r['speedup_min'])}–{fmt(r['speedup_max'])}"
 
 
-def _setup_lines(setup, rounds):
+def _precision(r):
+    """The dtype column of a record: its dtype, or its autocast."""
+    return f"{r['dtype']} under autocast({r['autocast']})" if r.get("autocast") else r["dtype"]
+
+
+def _setup_lines(setup, rounds, autocast=None):
     s = setup
     where = f"{s['card']}" + (f"; {s['isa']}" if s.get("isa") else "") + f"; torch {s['torch_version']}"
     if s.get("driver"):
@@ -31,7 +36,11 @@ def _setup_lines(setup, rounds):
         f"{where}, {s['threads']} threads, {load}; commit `{s['commit']}`; {s['date']}.  ",
         f"Command: `{s['command']}`\n",
         f"Each step: forward, cross-entropy, backward, SGD update; ours is the same model after "
-        f"`conv_ext.replace_conv2d`. {rounds} round(s), every model in turn, the steps of ours and torch "
+        f"`conv_ext.replace_conv2d`."
+        + (f" Mixed precision: float32 parameters, forward and loss under "
+           f"`torch.autocast(dtype=torch.{autocast})`, so every convolution runs in {autocast} "
+           f"(the check's forward too)." if autocast else "")
+        + f" {rounds} round(s), every model in turn, the steps of ours and torch "
         f"alternating within each; ms is the median of the rounds' medians, the range is the speedup's "
         f"lowest and highest round. Checked first: the loss and every parameter's gradient within 2x "
         f"torch's own error against a float64 copy (ReLU and max pooling smoothed so rounding flips no "
@@ -44,9 +53,9 @@ def markdown(results):
     parts = []
     if models:
         first = models[0]
-        parts.append(f"### end to end · {first['device']} · {first['dtype']} · {first['layout']}: training step "
-                     f"(batch {first['batch']}, {first['image_size']}x{first['image_size']}, SGD)\n")
-        parts += _setup_lines(results["setup"], max(r["rounds"] for r in models))
+        parts.append(f"### end to end · {first['device']} · {_precision(first)} · {first['layout']}: training "
+                     f"step (batch {first['batch']}, {first['image_size']}x{first['image_size']}, SGD)\n")
+        parts += _setup_lines(results["setup"], max(r["rounds"] for r in models), first.get("autocast"))
         parts.append("| model | convs | conv GFLOP/step | nn.Conv2d ms | MyConv2d ms | nn.Conv2d img/s "
                      "| MyConv2d img/s | speedup | range over rounds | ours rel err | torch rel err "
                      "| float64 rel err | check |")
@@ -95,7 +104,11 @@ def plot(results, path):
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     models, over = results["models"], results["overhead"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    if over:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    else:  # --autocast and --no-overhead runs: the steps alone
+        fig, ax = plt.subplots(figsize=(10, 3.8))
+        ax2 = None
     names = [TITLES.get(r["model"], r["model"]) for r in models] + ["geomean"]
     values = [r["speedup"] or float("nan") for r in models] + [results.get("geomean_speedup") or float("nan")]
     lows = [r["speedup_min"] or v for r, v in zip(models, values)]
@@ -122,27 +135,29 @@ def plot(results, path):
     setup = results["setup"]
     if models:
         m = models[0]
-        ax.set_title(f"training step, batch {m['batch']}, {m['image_size']}x{m['image_size']}, {m['dtype']} "
+        ax.set_title(f"training step, batch {m['batch']}, {m['image_size']}x{m['image_size']}, {_precision(m)} "
                      f"(above 1: ours faster)", fontsize=9)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_axisbelow(True)
 
-    cases = [o["case"].replace("_", " ") for o in over]
-    ratios = [o["speedup"] or float("nan") for o in over]
-    ax2.bar(range(len(cases)), [v - 1 for v in ratios], 0.6, bottom=1.0, color="tab:orange")
-    ax2.axhline(1.0, color="black", linewidth=1, linestyle="--")
-    ax2.axhline(1 / OVERHEAD_GOAL, color="tab:red", linewidth=1, linestyle=":",
-                label=f"goal: ours within {OVERHEAD_GOAL}x")
-    ax2.set_yscale("log")
-    fin = [v for v in ratios if v == v and v > 0] + [1.0, 1 / OVERHEAD_GOAL]
-    ax2.set_ylim(min(fin) / 1.3, max(fin) * 1.5)
-    ax2.set_xticks(range(len(cases)))
-    ax2.set_xticklabels(cases, fontsize=8)
-    ax2.set_xlabel(over[0]["layer"] if over else "", fontsize=7)
-    ax2.set_title("per-call overhead (torch / ours)", fontsize=9)
-    ax2.legend(fontsize=7, loc="upper left")
-    ax2.grid(axis="y", which="both", alpha=0.3)
-    for axis in (ax.yaxis, ax2.yaxis):  # ticks at 0.5, 1, 2 rather than 5x10^-1
+    if ax2 is not None:
+        cases = [o["case"].replace("_", " ") for o in over]
+        ratios = [o["speedup"] or float("nan") for o in over]
+        ax2.bar(range(len(cases)), [v - 1 for v in ratios], 0.6, bottom=1.0, color="tab:orange")
+        ax2.axhline(1.0, color="black", linewidth=1, linestyle="--")
+        ax2.axhline(1 / OVERHEAD_GOAL, color="tab:red", linewidth=1, linestyle=":",
+                    label=f"goal: ours within {OVERHEAD_GOAL}x")
+        ax2.set_yscale("log")
+        fin = [v for v in ratios if v == v and v > 0] + [1.0, 1 / OVERHEAD_GOAL]
+        ax2.set_ylim(min(fin) / 1.3, max(fin) * 1.5)
+        ax2.set_xticks(range(len(cases)))
+        ax2.set_xticklabels(cases, fontsize=8)
+        ax2.set_xlabel(over[0]["layer"] if over else "", fontsize=7)
+        ax2.set_title("per-call overhead (torch / ours)", fontsize=9)
+        ax2.legend(fontsize=7, loc="upper left")
+        ax2.grid(axis="y", which="both", alpha=0.3)
+    # ticks at 0.5, 1, 2 rather than 5x10^-1
+    for axis in [ax.yaxis] + ([ax2.yaxis] if ax2 is not None else []):
         axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         axis.set_minor_formatter(NullFormatter())

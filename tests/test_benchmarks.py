@@ -595,6 +595,55 @@ def test_e2e_quick_run(tmp_path, one_thread):
         e2e.main(["--from-json", str(out / "old.json")])
 
 
+def test_e2e_autocast_quick_run(tmp_path, one_thread):
+    """--autocast: float32 models whose forward runs under
+    torch.autocast(bfloat16), checked against float64 within twice torch's
+    own autocast error, timed, and written as JSON, Markdown and plot."""
+    out = tmp_path / "ac"
+    rc = e2e.main([*one_thread, "--quick", "--autocast", "--reps", "1", "--no-progress",
+                   "--json", str(out / "a.json"), "--markdown", str(out / "a.md"), "--plot", str(out / "a.png")])
+    assert rc == 0
+    results = json.loads((out / "a.json").read_text())
+    assert [r["model"] for r in results["models"]] == list(models.MODELS)
+    for rec in results["models"]:
+        assert rec["ok"] and rec["autocast"] == "bfloat16" and rec["dtype"] == "float32"
+        assert rec["speedup"] == pytest.approx(rec["torch_ms"] / rec["ours_ms"])
+        # bfloat16 convolutions: torch's own error is far above float32's
+        assert 1e-4 < rec["torch_rel_err"] and rec["rel_err"] <= rec["tolerance"]
+        assert rec["tolerance"] == pytest.approx(max(2 * rec["torch_rel_err"], e2e.FLOOR["bfloat16"]))
+    assert results["overhead"] == []  # measured by the float32 run
+    assert "--autocast" in results["setup"]["command"]
+    md = (out / "a.md").read_text()
+    assert "float32 under autocast(bfloat16)" in md and "**geomean**" in md
+    assert (out / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        e2e.parse_args(["--autocast", "--dtype", "float16"])
+
+
+def test_e2e_autocast_step_runs_convolutions_in_bfloat16():
+    """The timed step under --autocast: every MyConv2d returns bfloat16 (the
+    op casts its float32 operands), the parameters and their gradients stay
+    float32; without autocast the same step is float32 throughout."""
+    import copy
+
+    import conv_ext
+
+    torch.manual_seed(0)
+    model = conv_ext.replace_conv2d(copy.deepcopy(models.build("shufflenet_v2")))
+    seen = []
+    for m in model.modules():
+        if isinstance(m, conv_ext.MyConv2d):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    e2e._step(model, opt, images, labels, "bfloat16")
+    assert len(seen) == 56 and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    seen.clear()
+    e2e._step(model, opt, images, labels)
+    assert set(seen) == {torch.float32}
+
+
 def test_e2e_failed_check_is_flagged_not_timed(tmp_path, monkeypatch, one_thread):
     monkeypatch.setattr(e2e, "check", lambda *a: (1e-6, 1e-6, -1.0, 0.0, "stem.0.weight: 1e-06 > -1"))
     rc = e2e.main([*one_thread, "--quick", "--reps", "1", "--no-progress", "--no-overhead", "--models",

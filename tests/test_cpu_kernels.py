@@ -26,7 +26,8 @@ PATHS = [
     # channels: too few for Winograd)
     ("gemm_nchw", 2, 40, 17, 23, 12, 3, 3, 1, 1, 1, 1, False),
     # Winograd F(2x2, 3x3), float32 NCHW 3 x 3 stride 1 with >= 16 channels
-    # each side (the other dtypes take the GEMM): odd output sizes (a half
+    # each side (bfloat16 and half: tests/test_cpu_low_precision_paths.py;
+    # float64 takes the GEMM): odd output sizes (a half
     # tile on the right and bottom), no padding, padding 3 (the grad input's
     # is then -1), and enough tiles for several blocks and a partial panel;
     # each case has the >= 64 tiles Winograd asks for in both passes

@@ -25,6 +25,7 @@
 #include "direct/depthwise_blocked.h"
 #include "direct/grouped_blocked.h"
 #include "direct/depthwise_nhwc.h"
+#include "float_arithmetic.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window/window_forward.h"
@@ -276,13 +277,17 @@ at::Tensor conv2d_backward_input_cpu(
     // s -> 2 - s) and transposed (k <-> c), padded by 2 dil - pad.
     const Strides4 ys(grad_output), xs(grad_input);
     const WeightView wv(weight);
-    winograd_correlate(
-        WinogradProblem{
-            grad_output.const_data_ptr<float>(), ys.d0, ys.d1, ys.d2, s.N, s.K, s.P, s.Q,
-            weight.const_data_ptr<float>() + 2 * wv.s2 + 2 * wv.s3, wv.s1, wv.s0, -wv.s2,
-            -wv.s3, nullptr, grad_input.mutable_data_ptr<float>(), xs.d0, xs.d1, xs.d2,
-            s.C, s.H, s.W, 2 * s.dil_h - s.pad_h, 2 * s.dil_w - s.pad_w, s.dil_h},
-        isa);
+    CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(
+        grad_output.scalar_type(), "conv2d_backward_input_winograd", [&] {
+          winograd_correlate(
+              WinogradProblem<scalar_t>{
+                  grad_output.const_data_ptr<scalar_t>(), ys.d0, ys.d1, ys.d2, s.N, s.K, s.P,
+                  s.Q, weight.const_data_ptr<scalar_t>() + 2 * wv.s2 + 2 * wv.s3, wv.s1, wv.s0,
+                  -wv.s2, -wv.s3, nullptr, grad_input.mutable_data_ptr<scalar_t>(), xs.d0,
+                  xs.d1, xs.d2, s.C, s.H, s.W, 2 * s.dil_h - s.pad_h, 2 * s.dil_w - s.pad_w,
+                  s.dil_h},
+              isa);
+        });
     return grad_input;
   }
   if (use_window_backward_input(s, grad_output, grad_input, isa)) {

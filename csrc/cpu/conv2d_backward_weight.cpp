@@ -25,6 +25,7 @@
 #include "direct/depthwise_direct.h"
 #include "direct/depthwise_blocked.h"
 #include "direct/grouped_blocked.h"
+#include "float_arithmetic.h"
 #include "direct/depthwise_nhwc.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
@@ -209,12 +210,14 @@ at::Tensor conv2d_backward_weight_cpu(
   }
   if (use_winograd(s, s.C, s.K, input, grad_output, isa) && grad_weight.is_contiguous()) {
     const Strides4 xs(input), ys(grad_output);
-    winograd_weight_grad(
-        WinogradProblem{
-            input.const_data_ptr<float>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W, nullptr,
-            0, 0, 0, 0, nullptr, nullptr, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q, s.pad_h,
-            s.pad_w, s.dil_h},
-        grad_output.const_data_ptr<float>(), grad_weight.mutable_data_ptr<float>(), isa);
+    CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "conv2d_backward_weight_winograd", [&] {
+      winograd_weight_grad(
+          WinogradProblem<scalar_t>{
+              input.const_data_ptr<scalar_t>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W,
+              nullptr, 0, 0, 0, 0, nullptr, nullptr, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q,
+              s.pad_h, s.pad_w, s.dil_h},
+          grad_output.const_data_ptr<scalar_t>(), grad_weight.mutable_data_ptr<scalar_t>(), isa);
+    });
     return grad_weight;
   }
   if (use_grouped_blocked(s, input)) {

@@ -26,6 +26,7 @@
 #include "direct/grouped_blocked.h"
 #include "direct/depthwise_nhwc.h"
 #include "epilogue/epilogue.h"
+#include "float_arithmetic.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window/window_forward.h"
@@ -89,7 +90,9 @@ void forward_gemm(
     return;
   }
 
-  if constexpr (std::is_same_v<scalar_t, float>) {
+  // float32, and bfloat16 and half with float32 arithmetic (their bias
+  // values b are float).
+  if constexpr (std::is_same_v<acc_t, float>) {
     if (use_window_forward(s, input, weight, output, isa)) {
       window_forward(input, weight, b.data(), s, output, isa);
       activate_tile(y, int64_t(1), output.numel(), int64_t(0), int64_t(1), epilogue);
@@ -226,7 +229,25 @@ void forward_gemm(
   });
 }
 
-// The Winograd path (heuristic.h) when it applies: float32 only.
+// The Winograd path (heuristic.h) when it applies: float32, and bfloat16
+// and half widened to float in its tile copies.
+template <typename scalar_t>
+void forward_winograd_typed(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const ConvShape& s, at::Tensor& output, Isa isa, const Epilogue& epilogue) {
+  const std::vector<float> b = bias_values<float, scalar_t>(bias, s.K);
+  const bool has_bias = bias.has_value() && bias->defined();
+  const Strides4 xs(input), ys(output);
+  const WeightView wv(weight);
+  winograd_correlate(
+      WinogradProblem<scalar_t>{
+          input.const_data_ptr<scalar_t>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W,
+          weight.const_data_ptr<scalar_t>(), wv.s0, wv.s1, wv.s2, wv.s3,
+          has_bias ? b.data() : nullptr, output.mutable_data_ptr<scalar_t>(), ys.d0, ys.d1,
+          ys.d2, s.K, s.P, s.Q, s.pad_h, s.pad_w, s.dil_h, &epilogue},
+      isa);
+}
+
 bool forward_winograd(
     const at::Tensor& input,
     const at::Tensor& weight,
@@ -236,18 +257,9 @@ bool forward_winograd(
     Isa isa,
     const Epilogue& epilogue) {
   if (!use_winograd(s, s.C, s.K, input, output, isa)) return false;
-  const std::vector<float> b = bias_values<float, float>(bias, s.K);
-  const bool has_bias = bias.has_value() && bias->defined();
-  const Strides4 xs(input), ys(output);
-  const WeightView wv(weight);
-  float* y = output.mutable_data_ptr<float>();
-  winograd_correlate(
-      WinogradProblem{
-          input.const_data_ptr<float>(), xs.d0, xs.d1, xs.d2, s.N, s.C, s.H, s.W,
-          weight.const_data_ptr<float>(), wv.s0, wv.s1, wv.s2, wv.s3,
-          has_bias ? b.data() : nullptr, y, ys.d0, ys.d1, ys.d2, s.K, s.P, s.Q,
-          s.pad_h, s.pad_w, s.dil_h, &epilogue},
-      isa);
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "conv2d_forward_winograd", [&] {
+    forward_winograd_typed<scalar_t>(input, weight, bias, s, output, isa, epilogue);
+  });
   return true;
 }
 

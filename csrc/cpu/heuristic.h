@@ -33,6 +33,16 @@ inline bool use_direct_grouped(const ConvShape& s) {
   return s.Cg() <= 8 && s.Kg() <= 8 && bounded;
 }
 
+// The data types of the float32 specializations (Winograd, the window and
+// phase-plane paths, the blocked direct kernels): float32, and bfloat16 and
+// half, which they widen to float in the copies they make anyway (tiles,
+// planes, windows) and round once as they store the results, so their
+// arithmetic is the float32 path's. Not float64: their vectors are float.
+inline bool float_arithmetic(const at::Tensor& a) {
+  const at::ScalarType t = a.scalar_type();
+  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
+}
+
 // Depthwise on channels_last data (both tensors a pass reads or writes
 // channels-contiguous) runs along the channels instead (depthwise_nhwc.h):
 // the plane kernels would read it with a stride of C per element
@@ -55,13 +65,26 @@ inline bool depthwise_nhwc(const ConvShape& s, const at::Tensor& a, const at::Te
 // (8, 96, 28, 28) forward, 1 thread: 4.8-5.5 ms -> 0.89 ms (torch 0.90).
 // The 3 x 3 stride-1 layers on planes of 16 columns or more keep the plane
 // kernels (mbv2_dw_3x3: 2.6-7x torch). The window the blocks copy must
-// stay near the image size.
+// stay near the image size. bfloat16 and half take the blocks too,
+// widened to float in the window copy (in AVX-512 registers). bfloat16, 1
+// thread, AMD EPYC with AVX512_BF16, loaded machine, per pass (forward,
+// grad input, grad weight; plane kernels -> blocked, torch's): (8, 960,
+// 4, 4) 3.75 -> 0.20 ms (0.14), 3.74 -> 0.20 (0.17), 1.11 -> 0.22 (0.13);
+// 5 x 5 stride 2 (8, 144, 28, 28) 4.7 -> 0.37 (0.43), 21 -> 0.96 (31),
+// 7.8 -> 1.5 (9.4). In bfloat16 and half the 3 x 3 stride-1 layers on wide
+// planes take the blocks as well: the plane kernels' fast rows are float
+// only (direct_3x3_avx512.cpp) and their ring path was 2-3x slower (same
+// run, three passes plane -> blocked: (32, 144, 56, 56) 24.9, 23.7, 23.2
+// -> 9.5, 9.3, 9.5 ms; (8, 96, 112, 112) 13.4, 13.3, 12.1 -> 6.8, 6.8,
+// 6.9; (8, 144, 56, 56) 8.0, 7.9, 3.2 -> 2.6, 2.5, 2.6; (8, 240, 28, 28)
+// 1.79, 1.77, 1.35 -> 1.12, 1.12, 1.48).
 inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
-  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && a.scalar_type() == at::kFloat && bounded &&
-      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9);
+  return s.Cg() == 1 && s.Kg() == 1 && s.C > 1 && float_arithmetic(a) && bounded &&
+      (s.Q < 16 || s.stride_h > 1 || s.stride_w > 1 || s.R * s.S > 9 ||
+       a.scalar_type() != at::kFloat);
 }
 
 // Groups of 9 to 64 channels (RegNet's group width 16) in float NCHW run
@@ -73,13 +96,16 @@ inline bool use_depthwise_blocked(const ConvShape& s, const at::Tensor& a) {
 // 1.36x; (8, 160, 7, 7) 10 groups 0.42x -> 1.51x; (8, 160, 14, 14)
 // stride 2 0.11x -> 1.41x; (8, 400, 7, 7) stride 2 0.28x -> 1.28x;
 // (8, 64, 28, 28) 4 groups 0.46x -> 1.39x. The window must stay near the
-// image size.
+// image size. bfloat16 and half as in use_depthwise_blocked (bfloat16, 1
+// thread, forward + backward, GEMM -> blocked, torch's): (8, 160, 7, 7)
+// 10 groups 8.2 -> 0.86 ms (0.64); (8, 400, 7, 7) stride 2 9.1 -> 1.1
+// (0.82).
 inline bool use_grouped_blocked(const ConvShape& s, const at::Tensor& a) {
   const int64_t win_h = (s.P - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1;
   const int64_t win_w = (s.Q - 1) * s.stride_w + (s.S - 1) * s.dil_w + 1;
   const bool bounded = win_h <= 2 * s.H + 64 && win_w <= 2 * s.W + 64;
   return s.G > 1 && (s.Cg() > 8 || s.Kg() > 8) && s.Cg() <= 64 && s.Kg() <= 64 &&
-      a.scalar_type() == at::kFloat && bounded;
+      float_arithmetic(a) && bounded;
 }
 
 // bfloat16 GEMMs pack bfloat16 pairs and run the pair micro-kernel
@@ -167,6 +193,16 @@ inline bool strides_within_kernel(const ConvShape& s) {
 // multiply-adds a tile but writes and reads 16 transformed kernel values
 // (r50_res5_3x3 at batch 2, 32 tiles: 4.6 ms against the GEMM's 3.3; 64
 // tiles is where the saving passes the traffic by 2x on paper).
+// bfloat16 and half take it too, widened to float in the tile copies
+// (winograd_transforms.h): the packed GEMM widens them in its packing as
+// well and multiplies 2.25x more. bfloat16, 1 thread, AMD EPYC with
+// AVX512_BF16, loaded machine (python -m benchmarks --dtype bfloat16
+// --threads 1; GEMM -> Winograd, torch in the same run): r50_res4_3x3
+// forward 5.73 -> 3.48 ms (torch 2.15), grad input 9.76 -> 3.51 (2.17),
+// grad weight 10.2 -> 3.63 (2.47); dilated_3x3 12.5 -> 6.7, 16.2 -> 6.8,
+// 20.1 -> 8.2 (torch 5.4, 5.4, 6.7). A bfloat16 dot-product GEMM
+// (vdpbf16ps) doubles the GEMM's rate: this rule is to be measured again
+// against it.
 inline bool use_winograd(
     const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
     const at::Tensor& dst, Isa isa) {
@@ -174,12 +210,14 @@ inline bool use_winograd(
   const int64_t d = s.dil_h;
   const bool phases = s.dil_w == d && s.pad_h % d == 0 && s.pad_w % d == 0 &&
       s.H % d == 0 && s.W % d == 0 && s.P % d == 0 && s.Q % d == 0;
-  return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && src.scalar_type() == at::kFloat &&
+  return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && float_arithmetic(src) &&
       s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && phases &&
       cin >= 16 && cout >= 16 && src.stride(3) == 1 && dst.stride(3) == 1;
 }
 
 // Grad weight by window dot products (window_dot.h) for float32 layers
+// (and bfloat16 / half, widened as the planes are built: r50_res2_3x3,
+// bfloat16, 1 thread, 14.0 -> 5.1 ms against the GEMM, torch 2.5)
 // without groups that the direct kernels do not take: NCHW rows on both
 // operands, a dense (k, c, r, s) result, and padded phase planes near the
 // image size (they are materialized, unlike the GEMM's patches). Each
@@ -196,7 +234,7 @@ inline bool use_window_weight_grad(
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   return s.N * Hp * Wp >= 2048 && strides_within_kernel(s) && !gemm_only() &&
       isa != Isa::kScalar &&
-      input.scalar_type() == at::kFloat && s.G == 1 && !use_direct_grouped(s) &&
+      float_arithmetic(input) && s.G == 1 && !use_direct_grouped(s) &&
       input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
       Hp * s.stride_h <= 2 * s.H + 64 && Wp * s.stride_w <= 2 * s.W + 64;
 }
@@ -207,13 +245,21 @@ inline bool use_window_weight_grad(
 // stride 2, 1 thread: 6.7 -> 5.8 ms). Not at stride 1: the dilated 3 x 3
 // layer (256 channels) ran 8% slower than the GEMM, whose packed kernel
 // panel is one stream where the in-place rows are six. The phase planes
-// are materialized: their frame must stay near the image size.
+// are materialized: their frame must stay near the image size. bfloat16
+// and half widened as the planes are built, only for taps per output
+// C*R*S <= 256 (a stem): 1 thread, loaded machine, planes against the
+// GEMM, (8, 3, 112, 112) 7 x 7 stride 2: 6.8 against 8.6 ms; 3 x 3
+// stride 2 on (8, 64, 56, 56) -> 128: 13.2 against 12.2, on (8, 128, 28,
+// 28) -> 256: 18.7 against 11.1 (float32 alike: 18.9 against 11.1, a
+// question for the float32 rule).
 inline bool use_window_forward(
     const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, Isa isa) {
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return !gemm_only() && isa != Isa::kScalar && input.scalar_type() == at::kFloat &&
+  const bool dtype = input.scalar_type() == at::kFloat ||
+      (float_arithmetic(input) && s.C * s.R * s.S <= 256);
+  return !gemm_only() && isa != Isa::kScalar && dtype &&
       s.G == 1 && s.R * s.S > 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) && input.stride(3) == 1 &&
       weight.is_contiguous() && output.is_contiguous() && Hp * s.stride_h <= 2 * s.H + 64 &&
@@ -224,13 +270,21 @@ inline bool use_window_forward(
 // correlation per input phase (window_backward_input.cpp), instead of the
 // col2im path, which multiplies every tap at every pixel and scatters the
 // products (r50_conv1: 67 GFLOP/s). Dense NCHW grad_input, and a
-// grad_output frame near its size.
+// grad_output frame near its size. bfloat16 and half, widened as the
+// planes are built, only for taps per input pixel K*R*S <= 576: 1 thread,
+// loaded machine, phases against col2im (which runs faster in bfloat16
+// than in float32 here), 3 x 3 stride 2: (8, 64, 56, 56) -> 128 15.0
+// against 17.1 ms, (8, 128, 28, 28) -> 256 20.4 against 13.9, (8, 256,
+// 14, 14) -> 512 18.6 against 14.1; 7 x 7 stride 2 (8, 3, 112, 112) -> 64
+// 12.6 against 13.1.
 inline bool use_window_backward_input(
     const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& grad_input,
     Isa isa) {
   const int64_t Hg = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wg = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
-  return !gemm_only() && isa != Isa::kScalar && grad_output.scalar_type() == at::kFloat &&
+  const bool dtype = grad_output.scalar_type() == at::kFloat ||
+      (float_arithmetic(grad_output) && s.K * s.R * s.S <= 576);
+  return !gemm_only() && isa != Isa::kScalar && dtype &&
       s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;

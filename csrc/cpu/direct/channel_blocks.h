@@ -1,11 +1,18 @@
 // Copies between NCHW planes and channel-interleaved buffers [row][column]
 // [channel], the layout in which the blocked direct kernels
 // (depthwise_blocked.h, grouped_blocked.h) read a pixel's channels as one
-// run. Plain templates, inlined into each instruction set's build.
+// run. Plain templates, inlined into each instruction set's build. The
+// buffers hold float: bfloat16 and half planes are widened as they are
+// copied in and rounded once as they are copied out.
 #pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "direct_rows.h"  // PadGeom
 
@@ -49,28 +56,85 @@ CONV_EXT_BLOCKS_AVX512_FN void transpose16(__m512 r[16]) {
   }
 }
 
-// o[j*16 + c] = row[c*sc + j] for j < n, 16 channels.
-CONV_EXT_BLOCKS_AVX512_FN void pack_run16(const float* row, int64_t sc, int64_t n, float* o) {
+// 16-bit values q[0 .. m) zero-extended into 32-bit lanes (zeros past m)
+// without reading past q[m - 1]: pairs through a masked 32-bit load, the
+// last odd one on its own (masked 16-bit loads need AVX-512BW, and a copy
+// through the stack stalls on store forwarding).
+CONV_EXT_BLOCKS_AVX512_FN __m512i load_u16(const uint16_t* q, int64_t m) {
+  if (m == 16) return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+  const __m512i pairs = _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << (m / 2)) - 1), q);
+  const __m512i both = _mm512_permutexvar_epi32(
+      _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), pairs);
+  // Even lanes the low half of their pair, odd lanes the high half.
+  __m512i r = _mm512_mask_srli_epi32(_mm512_and_si512(both, _mm512_set1_epi32(0xffff)),
+                                     static_cast<__mmask16>(0xaaaa), both, 16);
+  if (m & 1) r = _mm512_mask_set1_epi32(r, static_cast<__mmask16>(1u << (m - 1)), q[m - 1]);
+  return r;
+}
+
+// m <= 16 values of p widened to float (zeros past m): bfloat16 is the
+// upper half of a float, half converts with vcvtph2ps (AVX-512F).
+template <typename T>
+CONV_EXT_BLOCKS_AVX512_FN __m512 load16(const T* p, int64_t m) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << m) - 1), p);
+  } else {
+    static_assert(sizeof(T) == 2);
+    const __m512i u = load_u16(reinterpret_cast<const uint16_t*>(p), m);
+    if constexpr (std::is_same_v<T, c10::Half>) {
+      return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(u));
+    } else {
+      return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+    }
+  }
+}
+
+// The first m <= 16 lanes of v stored to p as T, rounded to nearest even
+// (bfloat16 as c10::BFloat16 rounds: NaN stays a quiet NaN). The 16-bit
+// lanes are written by a masked vpmovdw (AVX-512F).
+template <typename T>
+CONV_EXT_BLOCKS_AVX512_FN void store16(T* p, int64_t m, __m512 v) {
+  const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
+  if constexpr (std::is_same_v<T, float>) {
+    _mm512_mask_storeu_ps(p, mask, v);
+  } else {
+    __m512i r;
+    if constexpr (std::is_same_v<T, c10::Half>) {
+      r = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    } else {
+      const __m512i bits = _mm512_castps_si512(v);
+      const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+      r = _mm512_srli_epi32(
+          _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+      const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7fc0));
+    }
+    _mm512_mask_cvtepi32_storeu_epi16(p, mask, r);
+  }
+}
+
+// o[j*16 + c] = row[c*sc + j] for j < n, 16 channels, widened to float.
+template <typename T>
+CONV_EXT_BLOCKS_AVX512_FN void pack_run16(const T* row, int64_t sc, int64_t n, float* o) {
   for (int64_t j0 = 0; j0 < n; j0 += 16) {
     const int64_t m = n - j0 < 16 ? n - j0 : 16;
-    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
     __m512 r[16];
-    for (int c = 0; c < 16; ++c) r[c] = _mm512_maskz_loadu_ps(mask, row + c * sc + j0);
+    for (int c = 0; c < 16; ++c) r[c] = load16(row + c * sc + j0, m);
     transpose16(r);
     for (int64_t j = 0; j < m; ++j) _mm512_storeu_ps(o + (j0 + j) * 16, r[j]);
   }
 }
 
-// row[c*dc + j] = b[j*16 + c] for j < n, 16 channels.
-CONV_EXT_BLOCKS_AVX512_FN void unpack_run16(const float* b, int64_t n, float* row, int64_t dc) {
+// row[c*dc + j] = b[j*16 + c] for j < n, 16 channels, rounded to T.
+template <typename T>
+CONV_EXT_BLOCKS_AVX512_FN void unpack_run16(const float* b, int64_t n, T* row, int64_t dc) {
   for (int64_t j0 = 0; j0 < n; j0 += 16) {
     const int64_t m = n - j0 < 16 ? n - j0 : 16;
-    const __mmask16 mask = static_cast<__mmask16>((1u << m) - 1);
     __m512 r[16];
     for (int64_t j = 0; j < 16; ++j)
       r[j] = j < m ? _mm512_loadu_ps(b + (j0 + j) * 16) : _mm512_setzero_ps();
     transpose16(r);
-    for (int c = 0; c < 16; ++c) _mm512_mask_storeu_ps(row + c * dc + j0, mask, r[c]);
+    for (int c = 0; c < 16; ++c) store16(row + c * dc + j0, m, r[c]);
   }
 }
 #endif
@@ -80,8 +144,8 @@ CONV_EXT_BLOCKS_AVX512_FN void unpack_run16(const float* b, int64_t n, float* ro
 // in channels nc..cs-1, so the kernels have no edge cases.
 // AVX512: the caller is built for AVX-512F (full blocks of 16 channels with
 // unit column stride then go through transpose16).
-template <bool AVX512 = false>
-inline void pack_window(const float* src, int64_t sc, int64_t sh, int64_t sw, int64_t H,
+template <bool AVX512 = false, typename T>
+inline void pack_window(const T* src, int64_t sc, int64_t sh, int64_t sw, int64_t H,
                         int64_t W, int64_t nc, int64_t cs, const PadGeom& pg,
                         float* buf) {
   const int64_t jl = std::clamp<int64_t>(-pg.w0, 0, pg.Wp);
@@ -97,7 +161,7 @@ inline void pack_window(const float* src, int64_t sc, int64_t sh, int64_t sw, in
       std::fill_n(d, jl * cs, 0.f);
       std::fill_n(d + jr * cs, (pg.Wp - jr) * cs, 0.f);
     }
-    const float* row = src + h * sh + (pg.w0 + jl) * sw;
+    const T* row = src + h * sh + (pg.w0 + jl) * sw;
     float* o = d + jl * cs;
     const int64_t n = jr - jl;
 #if CONV_EXT_BLOCKS_AVX512
@@ -110,16 +174,16 @@ inline void pack_window(const float* src, int64_t sc, int64_t sh, int64_t sw, in
 #endif
     // Channel by channel: each plane row is read once in order.
     for (int64_t c = 0; c < nc; ++c) {
-      const float* r = row + c * sc;
-      for (int64_t j = 0; j < n; ++j) o[j * cs + c] = r[j * sw];
+      const T* r = row + c * sc;
+      for (int64_t j = 0; j < n; ++j) o[j * cs + c] = static_cast<float>(r[j * sw]);
     }
   }
 }
 
 // dst(c)[h][w] = buf[((h - h0) * Wp + w - w0) * cs + c] for h < H, w < W
 // inside the window pg, 0 outside it; channels c < nc.
-template <bool AVX512 = false>
-inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64_t cs, float* dst,
+template <bool AVX512 = false, typename T>
+inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64_t cs, T* dst,
                           int64_t dc, int64_t dh, int64_t dw, int64_t H, int64_t W) {
   const int64_t wl = std::clamp<int64_t>(pg.w0, 0, W);
   const int64_t wr = std::clamp<int64_t>(pg.w0 + pg.Wp, wl, W);
@@ -127,15 +191,15 @@ inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64
   if constexpr (AVX512) {
     if (nc == 16 && cs == 16 && dw == 1) {
       for (int64_t h = 0; h < H; ++h) {
-        float* row = dst + h * dh;
+        T* row = dst + h * dh;
         const int64_t i = h - pg.h0;
         if (i < 0 || i >= pg.Hp) {
-          for (int64_t c = 0; c < 16; ++c) std::fill_n(row + c * dc, W, 0.f);
+          for (int64_t c = 0; c < 16; ++c) std::fill_n(row + c * dc, W, T(0.f));
           continue;
         }
         for (int64_t c = 0; c < 16; ++c) {
-          std::fill_n(row + c * dc, wl, 0.f);
-          std::fill_n(row + c * dc + wr, W - wr, 0.f);
+          std::fill_n(row + c * dc, wl, T(0.f));
+          std::fill_n(row + c * dc + wr, W - wr, T(0.f));
         }
         unpack_run16(buf + (i * pg.Wp + wl - pg.w0) * cs, wr - wl, row + wl, dc);
       }
@@ -144,18 +208,18 @@ inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64
   }
 #endif
   for (int64_t c = 0; c < nc; ++c) {
-    float* plane = dst + c * dc;
+    T* plane = dst + c * dc;
     for (int64_t h = 0; h < H; ++h) {
-      float* row = plane + h * dh;
+      T* row = plane + h * dh;
       const int64_t i = h - pg.h0;
       if (i < 0 || i >= pg.Hp) {
-        for (int64_t w = 0; w < W; ++w) row[w * dw] = 0.f;
+        for (int64_t w = 0; w < W; ++w) row[w * dw] = T(0.f);
         continue;
       }
-      for (int64_t w = 0; w < wl; ++w) row[w * dw] = 0.f;
+      for (int64_t w = 0; w < wl; ++w) row[w * dw] = T(0.f);
       const float* b = buf + (i * pg.Wp + wl - pg.w0) * cs + c;
-      for (int64_t w = wl; w < wr; ++w) row[w * dw] = b[(w - wl) * cs];
-      for (int64_t w = wr; w < W; ++w) row[w * dw] = 0.f;
+      for (int64_t w = wl; w < wr; ++w) row[w * dw] = static_cast<T>(b[(w - wl) * cs]);
+      for (int64_t w = wr; w < W; ++w) row[w * dw] = T(0.f);
     }
   }
 }

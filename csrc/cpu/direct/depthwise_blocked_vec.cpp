@@ -18,8 +18,8 @@ constexpr int64_t kCb = kDwBlock;
 // Output pixels i0 .. i0+NP-1 (in row-major order, so blocks span rows of
 // small planes), all 16 channels: NP * NV independent accumulators (8
 // vectors) hide the FMA latency.
-template <int B, int NP>
-inline void out_pixels(const DwTask& t, const float* xb, int64_t i0, float* ob) {
+template <int B, int NP, typename T>
+inline void out_pixels(const DwTask<T>& t, const float* xb, int64_t i0, float* ob) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kCb / B;
   V acc[NP][NV];
@@ -42,8 +42,8 @@ inline void out_pixels(const DwTask& t, const float* xb, int64_t i0, float* ob) 
     for (int v = 0; v < NV; ++v) storev<B>(ob + (i0 + k) * kCb + v * B, acc[k][v]);
 }
 
-template <int B>
-void correlate(const DwTask& t, float* work) {
+template <int B, typename T>
+void correlate(const DwTask<T>& t, float* work) {
   const DirectGeom& g = t.g;
   float* xb = work;
   float* ob = work + t.pg.Hp * t.pg.Wp * kCb;
@@ -66,8 +66,8 @@ void correlate(const DwTask& t, float* work) {
 // listed once per task. Every element is written once: no zeroed window,
 // no read-modify-write per tap (a scatter through the taps did both: 5 x 5
 // (8, 144, 28, 28) stride 2, 1 thread, 1.0 -> 0.85 ms).
-template <int B>
-void strided_input(const DwTask& t, float* work) {
+template <int B, typename T>
+void strided_input(const DwTask<T>& t, float* work) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kCb / B;
   const DirectGeom& g = t.g;
@@ -145,8 +145,8 @@ inline void dot_row(const DirectGeom& g, const float* xb, const float* db, int64
 // 3 x 3: all nine tap sums in registers over the whole plane, nine
 // independent chains (one tap row at a time left three, latency-bound on
 // planes of 16 pixels); each dy vector loaded once for all of them.
-template <int B>
-inline void dot_3x3(const DwTask& t, const float* xb, const float* db, float* acc) {
+template <int B, typename T>
+inline void dot_3x3(const DwTask<T>& t, const float* xb, const float* db, float* acc) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kCb / B;
   const DirectGeom& g = t.g;
@@ -195,8 +195,8 @@ void dot_row_any(const DirectGeom& g, const float* xb, const float* db, int64_t 
   }
 }
 
-template <int B>
-void dot(const DwTask& t, const float* dy, int64_t dy_c, int64_t dy_h, int64_t dy_w,
+template <int B, typename T>
+void dot(const DwTask<T>& t, const T* dy, int64_t dy_c, int64_t dy_h, int64_t dy_w,
          float* acc, float* work) {
   const DirectGeom& g = t.g;
   float* xb = work;
@@ -215,18 +215,32 @@ void dot(const DwTask& t, const float* dy, int64_t dy_c, int64_t dy_h, int64_t d
   }
 }
 
-CONV_EXT_FLAT_AVX2 void correlate_avx2(const DwTask& t, float* w) { correlate<8>(t, w); }
-CONV_EXT_FLAT_AVX512 void correlate_avx512(const DwTask& t, float* w) { correlate<16>(t, w); }
-CONV_EXT_FLAT_AVX2 void strided_input_avx2(const DwTask& t, float* w) { strided_input<8>(t, w); }
-CONV_EXT_FLAT_AVX512 void strided_input_avx512(const DwTask& t, float* w) { strided_input<16>(t, w); }
-CONV_EXT_FLAT_AVX2 void dot_avx2(const DwTask& t, const float* dy, int64_t c, int64_t h,
-                                 int64_t w, float* acc, float* work) {
-  dot<8>(t, dy, c, h, w, acc, work);
-}
-CONV_EXT_FLAT_AVX512 void dot_avx512(const DwTask& t, const float* dy, int64_t c, int64_t h,
-                                     int64_t w, float* acc, float* work) {
-  dot<16>(t, dy, c, h, w, acc, work);
-}
+// The builds for one data type T per target.
+#define CONV_EXT_DW_BLOCKED(T)                                                              \
+  CONV_EXT_FLAT_AVX2 void correlate_avx2(const DwTask<T>& t, float* w) {                   \
+    correlate<8>(t, w);                                                                    \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX512 void correlate_avx512(const DwTask<T>& t, float* w) {               \
+    correlate<16>(t, w);                                                                   \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX2 void strided_input_avx2(const DwTask<T>& t, float* w) {               \
+    strided_input<8>(t, w);                                                                \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX512 void strided_input_avx512(const DwTask<T>& t, float* w) {           \
+    strided_input<16>(t, w);                                                               \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX2 void dot_avx2(const DwTask<T>& t, const T* dy, int64_t c, int64_t h,  \
+                                   int64_t w, float* acc, float* work) {                   \
+    dot<8>(t, dy, c, h, w, acc, work);                                                     \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX512 void dot_avx512(const DwTask<T>& t, const T* dy, int64_t c,         \
+                                       int64_t h, int64_t w, float* acc, float* work) {    \
+    dot<16>(t, dy, c, h, w, acc, work);                                                    \
+  }
+
+CONV_EXT_DW_BLOCKED(float)
+CONV_EXT_DW_BLOCKED(c10::BFloat16)
+CONV_EXT_DW_BLOCKED(c10::Half)
 
 }  // namespace
 
@@ -238,7 +252,8 @@ void window_offsets(const DirectGeom& g, int64_t* pix, int64_t* tap) {
     for (int64_t s = 0; s < g.S; ++s) tap[r * g.S + s] = r * g.dil_h * g.Wp + s * g.dil_w;
 }
 
-void dw_blocked_correlate(Isa isa, const DwTask& t, float* work) {
+template <typename T>
+void dw_blocked_correlate(Isa isa, const DwTask<T>& t, float* work) {
   switch (isa) {
     case Isa::kAvx512: return correlate_avx512(t, work);
     case Isa::kAvx2: return correlate_avx2(t, work);
@@ -246,7 +261,8 @@ void dw_blocked_correlate(Isa isa, const DwTask& t, float* work) {
   }
 }
 
-void dw_blocked_strided_input(Isa isa, const DwTask& t, float* work) {
+template <typename T>
+void dw_blocked_strided_input(Isa isa, const DwTask<T>& t, float* work) {
   switch (isa) {
     case Isa::kAvx512: return strided_input_avx512(t, work);
     case Isa::kAvx2: return strided_input_avx2(t, work);
@@ -254,7 +270,8 @@ void dw_blocked_strided_input(Isa isa, const DwTask& t, float* work) {
   }
 }
 
-void dw_blocked_dot(Isa isa, const DwTask& t, const float* dy, int64_t dy_c, int64_t dy_h,
+template <typename T>
+void dw_blocked_dot(Isa isa, const DwTask<T>& t, const T* dy, int64_t dy_c, int64_t dy_h,
                     int64_t dy_w, float* acc, float* work) {
   switch (isa) {
     case Isa::kAvx512: return dot_avx512(t, dy, dy_c, dy_h, dy_w, acc, work);
@@ -262,5 +279,14 @@ void dw_blocked_dot(Isa isa, const DwTask& t, const float* dy, int64_t dy_c, int
     default: return dot<4>(t, dy, dy_c, dy_h, dy_w, acc, work);
   }
 }
+
+#define CONV_EXT_DW_BLOCKED_ENTRIES(T)                                                      \
+  template void dw_blocked_correlate<T>(Isa, const DwTask<T>&, float*);                    \
+  template void dw_blocked_strided_input<T>(Isa, const DwTask<T>&, float*);                \
+  template void dw_blocked_dot<T>(Isa, const DwTask<T>&, const T*, int64_t, int64_t,       \
+                                  int64_t, float*, float*);
+CONV_EXT_DW_BLOCKED_ENTRIES(float)
+CONV_EXT_DW_BLOCKED_ENTRIES(c10::BFloat16)
+CONV_EXT_DW_BLOCKED_ENTRIES(c10::Half)
 
 }  // namespace conv_ext::cpu

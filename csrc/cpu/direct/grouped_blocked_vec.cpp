@@ -18,8 +18,8 @@ inline int64_t padded(int64_t n) { return (n + kL - 1) / kL * kL; }
 
 // Destination block kb of output pixels i0 .. i0+NP-1: NP * NV
 // accumulators; each weight vector loaded once for the NP pixels.
-template <int B, int NP>
-inline void out_pixels(const GroupTask& t, const float* xb, int64_t i0, int64_t kb, float* ob,
+template <int B, int NP, typename T>
+inline void out_pixels(const GroupTask<T>& t, const float* xb, int64_t i0, int64_t kb, float* ob,
                        int64_t ldo) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kL / B;
@@ -49,8 +49,8 @@ inline void out_pixels(const GroupTask& t, const float* xb, int64_t i0, int64_t 
     for (int v = 0; v < NV; ++v) storev<B>(ob + (i0 + k) * ldo + kb * kL + v * B, acc[k][v]);
 }
 
-template <int B>
-void correlate(const GroupTask& t, float* work) {
+template <int B, typename T>
+void correlate(const GroupTask<T>& t, float* work) {
   const DirectGeom& g = t.g;
   const int64_t ldo = padded(t.nd), PQ = g.P * g.Q;
   float* xb = work;
@@ -69,8 +69,8 @@ void correlate(const GroupTask& t, float* work) {
 // NT taps' 16 destination channels, summed over the ns source channels in
 // registers (NPX * NT independent chains, each weight vector loaded once
 // for the NPX pixels), then added into the zeroed window once.
-template <int B, int NT, int NPX>
-inline void scatter_taps(const GroupTask& t, const float* d, float* base, int64_t bs,
+template <int B, int NT, int NPX, typename T>
+inline void scatter_taps(const GroupTask<T>& t, const float* d, float* base, int64_t bs,
                          int64_t j0, int64_t cb, int64_t ldx) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kL / B;
@@ -99,8 +99,8 @@ inline void scatter_taps(const GroupTask& t, const float* d, float* base, int64_
     }
 }
 
-template <int B, int NPX>
-inline void scatter_pixels(const GroupTask& t, const float* db, float* xb, int64_t i,
+template <int B, int NPX, typename T>
+inline void scatter_pixels(const GroupTask<T>& t, const float* db, float* xb, int64_t i,
                            int64_t ldx) {
   constexpr int NT = B == 16 ? 4 : 2;
   const int64_t RS = t.g.R * t.g.S;
@@ -114,8 +114,8 @@ inline void scatter_pixels(const GroupTask& t, const float* db, float* xb, int64
   }
 }
 
-template <int B>
-void scatter(const GroupTask& t, float* work) {
+template <int B, typename T>
+void scatter(const GroupTask<T>& t, float* work) {
   const DirectGeom& g = t.g;
   const int64_t ldx = padded(t.nd);
   float* xb = work;
@@ -135,8 +135,8 @@ void scatter(const GroupTask& t, float* work) {
 
 // CC source channels c0 .. of tap j against destination block kb, summed
 // over all output pixels in registers.
-template <int B, int CC>
-inline void dot_channels(const GroupTask& t, const float* xb, const float* db, int64_t j,
+template <int B, int CC, typename T>
+inline void dot_channels(const GroupTask<T>& t, const float* xb, const float* db, int64_t j,
                          int64_t kb, int64_t c0, float* acc) {
   using V = typename Vec<float, B>::type;
   constexpr int NV = kL / B;
@@ -163,8 +163,8 @@ inline void dot_channels(const GroupTask& t, const float* xb, const float* db, i
     }
 }
 
-template <int B>
-void dot(const GroupTask& t, const float* dy, int64_t dy_c, int64_t dy_h, int64_t dy_w,
+template <int B, typename T>
+void dot(const GroupTask<T>& t, const T* dy, int64_t dy_c, int64_t dy_h, int64_t dy_w,
          float* acc, float* work) {
   const DirectGeom& g = t.g;
   const int64_t ldd = padded(t.nd), RS = g.R * g.S;
@@ -181,22 +181,37 @@ void dot(const GroupTask& t, const float* dy, int64_t dy_c, int64_t dy_h, int64_
     }
 }
 
-CONV_EXT_FLAT_AVX2 void correlate_avx2(const GroupTask& t, float* w) { correlate<8>(t, w); }
-CONV_EXT_FLAT_AVX512 void correlate_avx512(const GroupTask& t, float* w) { correlate<16>(t, w); }
-CONV_EXT_FLAT_AVX2 void scatter_avx2(const GroupTask& t, float* w) { scatter<8>(t, w); }
-CONV_EXT_FLAT_AVX512 void scatter_avx512(const GroupTask& t, float* w) { scatter<16>(t, w); }
-CONV_EXT_FLAT_AVX2 void dot_avx2(const GroupTask& t, const float* dy, int64_t c, int64_t h,
-                                 int64_t w, float* acc, float* work) {
-  dot<8>(t, dy, c, h, w, acc, work);
-}
-CONV_EXT_FLAT_AVX512 void dot_avx512(const GroupTask& t, const float* dy, int64_t c, int64_t h,
-                                     int64_t w, float* acc, float* work) {
-  dot<16>(t, dy, c, h, w, acc, work);
-}
+// The builds for one data type T per target.
+#define CONV_EXT_GROUP_BLOCKED(T)                                                           \
+  CONV_EXT_FLAT_AVX2 void correlate_avx2(const GroupTask<T>& t, float* w) {                \
+    correlate<8>(t, w);                                                                    \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX512 void correlate_avx512(const GroupTask<T>& t, float* w) {            \
+    correlate<16>(t, w);                                                                   \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX2 void scatter_avx2(const GroupTask<T>& t, float* w) {                  \
+    scatter<8>(t, w);                                                                      \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX512 void scatter_avx512(const GroupTask<T>& t, float* w) {              \
+    scatter<16>(t, w);                                                                     \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX2 void dot_avx2(const GroupTask<T>& t, const T* dy, int64_t c,          \
+                                   int64_t h, int64_t w, float* acc, float* work) {        \
+    dot<8>(t, dy, c, h, w, acc, work);                                                     \
+  }                                                                                        \
+  CONV_EXT_FLAT_AVX512 void dot_avx512(const GroupTask<T>& t, const T* dy, int64_t c,      \
+                                       int64_t h, int64_t w, float* acc, float* work) {    \
+    dot<16>(t, dy, c, h, w, acc, work);                                                    \
+  }
+
+CONV_EXT_GROUP_BLOCKED(float)
+CONV_EXT_GROUP_BLOCKED(c10::BFloat16)
+CONV_EXT_GROUP_BLOCKED(c10::Half)
 
 }  // namespace
 
-void group_blocked_correlate(Isa isa, const GroupTask& t, float* work) {
+template <typename T>
+void group_blocked_correlate(Isa isa, const GroupTask<T>& t, float* work) {
   switch (isa) {
     case Isa::kAvx512: return correlate_avx512(t, work);
     case Isa::kAvx2: return correlate_avx2(t, work);
@@ -204,7 +219,8 @@ void group_blocked_correlate(Isa isa, const GroupTask& t, float* work) {
   }
 }
 
-void group_blocked_scatter(Isa isa, const GroupTask& t, float* work) {
+template <typename T>
+void group_blocked_scatter(Isa isa, const GroupTask<T>& t, float* work) {
   switch (isa) {
     case Isa::kAvx512: return scatter_avx512(t, work);
     case Isa::kAvx2: return scatter_avx2(t, work);
@@ -212,7 +228,8 @@ void group_blocked_scatter(Isa isa, const GroupTask& t, float* work) {
   }
 }
 
-void group_blocked_dot(Isa isa, const GroupTask& t, const float* dy, int64_t dy_c,
+template <typename T>
+void group_blocked_dot(Isa isa, const GroupTask<T>& t, const T* dy, int64_t dy_c,
                        int64_t dy_h, int64_t dy_w, float* acc, float* work) {
   switch (isa) {
     case Isa::kAvx512: return dot_avx512(t, dy, dy_c, dy_h, dy_w, acc, work);
@@ -220,5 +237,14 @@ void group_blocked_dot(Isa isa, const GroupTask& t, const float* dy, int64_t dy_
     default: return dot<4>(t, dy, dy_c, dy_h, dy_w, acc, work);
   }
 }
+
+#define CONV_EXT_GROUP_BLOCKED_ENTRIES(T)                                                   \
+  template void group_blocked_correlate<T>(Isa, const GroupTask<T>&, float*);              \
+  template void group_blocked_scatter<T>(Isa, const GroupTask<T>&, float*);                \
+  template void group_blocked_dot<T>(Isa, const GroupTask<T>&, const T*, int64_t, int64_t, \
+                                     int64_t, float*, float*);
+CONV_EXT_GROUP_BLOCKED_ENTRIES(float)
+CONV_EXT_GROUP_BLOCKED_ENTRIES(c10::BFloat16)
+CONV_EXT_GROUP_BLOCKED_ENTRIES(c10::Half)
 
 }  // namespace conv_ext::cpu

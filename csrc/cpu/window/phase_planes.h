@@ -43,8 +43,10 @@ inline PhaseDim phase_dim(int64_t out, int64_t st, int64_t dil, int64_t pad, int
 
 // Writes phase plane (a, b) of one channel (H x W, strides sh, sw) to
 // dst[u * Wp + v], u < Hp, v < Wp; zero where the frame leaves the image.
+// T (float, bfloat16, half) is widened to float here.
+template <typename T>
 inline void fill_phase_plane(
-    const float* src, int64_t sh, int64_t sw, int64_t H, int64_t W, const PhaseDim& ph,
+    const T* src, int64_t sh, int64_t sw, int64_t H, int64_t W, const PhaseDim& ph,
     const PhaseDim& pw, int64_t st_h, int64_t st_w, int64_t a, int64_t b, float* dst) {
   const int64_t Hp = ph.len, Wp = pw.len;
   for (int64_t u = 0; u < Hp; ++u) {
@@ -54,10 +56,10 @@ inline void fill_phase_plane(
       std::fill_n(row, Wp, 0.f);
       continue;
     }
-    const float* s = src + h * sh;
+    const T* s = src + h * sh;
     for (int64_t v = 0; v < Wp; ++v) {
       const int64_t w = (pw.lo + v) * st_w + b;
-      row[v] = w >= 0 && w < W ? s[w * sw] : 0.f;
+      row[v] = w >= 0 && w < W ? static_cast<float>(s[w * sw]) : 0.f;
     }
   }
 }

@@ -1,10 +1,12 @@
-// Forward of float32 NCHW convolutions on phase planes (phase_planes.h),
+// Forward of NCHW convolutions on phase planes (phase_planes.h),
 // and the grad input of strided ones per input phase:
 // the GEMM out[K x pixels] = W[K x taps] * patches[taps x pixels] with the
 // kernel read in place (microkernel_rows.cpp) and each patch row a window of
 // a phase plane, read in place through a pointer per tap, instead of the
 // strided gathers of an im2col (a stride-2 7 x 7 layer reads every other
-// input element).
+// input element). float32, bfloat16 and half data: the planes and the
+// kernel are float (low precision widened as they are built), the results
+// rounded once as they are stored.
 #pragma once
 
 #include <ATen/core/Tensor.h>

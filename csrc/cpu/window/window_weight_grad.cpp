@@ -1,12 +1,16 @@
 // The driver of the window-dot grad weight (window_dot.h): images in chunks
 // of bounded memory, each chunk padded once, then every (MK channels x MT
 // taps) tile of the weight gradient summed over the chunk by one thread.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../gemm/conv_gemm.h"
+#include "../float_arithmetic.h"
 #include "phase_planes.h"
 #include "window_dot.h"
 
@@ -20,9 +24,10 @@ constexpr int64_t kChunkBytes = int64_t(32) << 20;
 // of 16 KiB stay in L2 while the thread sweeps its taps across them.
 constexpr int64_t kSegment = 4096;
 
-}  // namespace
-
-void window_backward_weight(
+// T: float, bfloat16 or half data, widened as the planes are built; the
+// sums are float, rounded once at the end.
+template <typename T>
+void window_backward_weight_typed(
     const at::Tensor& grad_output, const at::Tensor& input, const ConvShape& s,
     at::Tensor& grad_weight, Isa isa) {
   const WindowDotKernel kern = window_dot_kernel(isa);
@@ -51,11 +56,19 @@ void window_backward_weight(
             ((c * s.stride_h + ph.phase[r]) * s.stride_w + pw.phase[t]) * xlen +
             ph.base[r] * Wp + pw.base[t];
 
-  const float* x = input.const_data_ptr<float>();
-  const float* gy = grad_output.const_data_ptr<float>();
+  const T* x = input.const_data_ptr<T>();
+  const T* gy = grad_output.const_data_ptr<T>();
   const Strides4 xs(input), ys(grad_output);
-  float* dw = grad_weight.mutable_data_ptr<float>();  // dense: (k, tap)
-  std::fill_n(dw, s.K * taps, 0.f);
+  // Dense: (k, tap); summed over the chunks in float.
+  std::vector<float> sums;
+  float* dw = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    dw = grad_weight.mutable_data_ptr<float>();
+    std::fill_n(dw, s.K * taps, 0.f);
+  } else {
+    sums.assign(s.K * taps, 0.f);
+    dw = sums.data();
+  }
 
   const int64_t kblocks = (s.K + MK - 1) / MK, tblocks = (taps + MT - 1) / MT;
   for (int64_t n0 = 0; n0 < s.N; n0 += nimg) {
@@ -75,10 +88,10 @@ void window_backward_weight(
             fill_phase_plane(x + (n0 + i) * xs.d0 + c * xs.d1, xs.d2, xs.d3, s.H, s.W, ph, pw,
                              s.stride_h, s.stride_w, a, b, dst + i * pitch);
           } else {
-            const float* src = gy + (n0 + i) * ys.d0 + (pl - planes) * ys.d1;
+            const T* src = gy + (n0 + i) * ys.d0 + (pl - planes) * ys.d1;
             for (int64_t p = 0; p < s.P; ++p)
               for (int64_t q = 0; q < s.Q; ++q)
-                dst[i * pitch + p * Wp + q] = src[p * ys.d2 + q * ys.d3];
+                dst[i * pitch + p * Wp + q] = static_cast<float>(src[p * ys.d2 + q * ys.d3]);
           }
         }
       }
@@ -108,6 +121,22 @@ void window_backward_weight(
       }
     });
   }
+  if constexpr (!std::is_same_v<T, float>) {
+    T* out = grad_weight.mutable_data_ptr<T>();
+    for (int64_t i = 0; i < s.K * taps; ++i) out[i] = static_cast<T>(sums[i]);
+  }
+}
+
+}  // namespace
+
+void window_backward_weight(
+    const at::Tensor& grad_output, const at::Tensor& input, const ConvShape& s,
+    at::Tensor& grad_weight, Isa isa) {
+  // Named in torch.profiler's trace: the tests check that the path runs.
+  RECORD_FUNCTION("conv_ext::cpu::window_backward_weight", std::vector<c10::IValue>());
+  CONV_EXT_DISPATCH_FLOAT_ARITHMETIC(input.scalar_type(), "window_backward_weight", [&] {
+    window_backward_weight_typed<scalar_t>(grad_output, input, s, grad_weight, isa);
+  });
 }
 
 }  // namespace conv_ext::cpu

@@ -4,6 +4,7 @@
 #include "winograd.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <chrono>
@@ -28,8 +29,9 @@ constexpr int64_t kProductBytes = 1 << 19;
 // of x: element (k, c) at (k / MR) * MR * C + c * MR + k % MR, rows past K
 // zero. The kernels of a panel are first gathered tap by tap, so the
 // transform itself runs on unit-stride runs in the panel's own order.
+template <typename T>
 void transform_taps(
-    const WinogradProblem& pb, const WinogradKernels& wk, int64_t MR, int64_t Kpad,
+    const WinogradProblem<T>& pb, const WinogradKernels& wk, int64_t MR, int64_t Kpad,
     float* U) {
   const int64_t C = pb.C, len = MR * C;
   at::parallel_for(0, Kpad / MR, grain_for(len * 64), [&](int64_t begin, int64_t end) {
@@ -40,7 +42,8 @@ void transform_taps(
         for (int64_t c = 0; c < C; ++c)
           for (int64_t rs = 0; rs < 9; ++rs)
             g[rs * len + c * MR + kk] = k < pb.K
-                ? pb.taps[k * pb.tk + c * pb.tc + (rs / 3) * pb.tr + (rs % 3) * pb.ts]
+                ? static_cast<float>(
+                      pb.taps[k * pb.tk + c * pb.tc + (rs / 3) * pb.tr + (rs % 3) * pb.ts])
                 : 0.f;
       }
       wk.kernel(g, len, len, U + panel * len, Kpad * C);
@@ -91,8 +94,12 @@ Split split_tiles(int64_t T, int64_t fit, int64_t NR, int64_t threads) {
 
 }  // namespace
 
-void winograd_correlate(const WinogradProblem& pb, Isa isa) {
+template <typename scalar_t>
+void winograd_correlate(const WinogradProblem<scalar_t>& pb, Isa isa) {
+  // Named in torch.profiler's trace: the tests check that the path runs.
+  RECORD_FUNCTION("conv_ext::cpu::winograd_correlate", std::vector<c10::IValue>());
   const WinogradKernels& wk = winograd_kernels(isa);
+  const WinogradCopies<scalar_t>& wc = winograd_copies<scalar_t>(isa);
   const GemmKernel<float> kernel = select_microkernel<float>(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t C = pb.C, K = pb.K;
@@ -129,7 +136,7 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
         for (int64_t x = 0; x < kXi; ++x) std::fill(D + x * ld + nt, D + x * ld + round_up(nt, NR), 0.f);
         for (int64_t c = 0; c < C; ++c) {
           for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-            wk.gather(src_of(n) + c * pb.sc, pb.sh * d, d, H, W, 2 * ty - pad_h,
+            wc.gather(src_of(n) + c * pb.sc, pb.sh * d, d, H, W, 2 * ty - pad_h,
                       2 * tx0 - pad_w, len, D + tb, ld);
           });
           // Into the B panels of each x: tile t of channel c at
@@ -157,8 +164,8 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
         for (int64_t k = k0; k < k0 + kn; ++k) {
           wk.output(M + (k - k0) * ld, kb * ld, nt, pb.bias ? pb.bias[k] : 0.f, Y, ld);
           for_tile_runs(t0, t1, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-            float* y0 = out_of(n) + k * pb.ok + 2 * ty * pb.oh * d + 2 * tx0 * d;
-            wk.scatter(Y + tb, ld, len, y0, 2 * ty + 1 < P ? y0 + pb.oh * d : nullptr,
+            scalar_t* y0 = out_of(n) + k * pb.ok + 2 * ty * pb.oh * d + 2 * tx0 * d;
+            wc.scatter(Y + tb, ld, len, y0, 2 * ty + 1 < P ? y0 + pb.oh * d : nullptr,
                        Q - 2 * tx0, d);
           });
         }
@@ -180,8 +187,12 @@ void winograd_correlate(const WinogradProblem& pb, Isa isa) {
 
 namespace conv_ext::cpu {
 
-void winograd_weight_grad(const WinogradProblem& pb, const float* grad, float* dw, Isa isa) {
+template <typename scalar_t>
+void winograd_weight_grad(
+    const WinogradProblem<scalar_t>& pb, const scalar_t* grad, scalar_t* dw, Isa isa) {
+  RECORD_FUNCTION("conv_ext::cpu::winograd_weight_grad", std::vector<c10::IValue>());
   const WinogradKernels& wk = winograd_kernels(isa);
+  const WinogradCopies<scalar_t>& wc = winograd_copies<scalar_t>(isa);
   const GemmKernel<float> kernel = select_microkernel<float>(isa);
   const int64_t MR = kernel.mr, NR = kernel.nr;
   const int64_t C = pb.C, K = pb.K, Kpad = round_up(K, MR), Cpad = round_up(C, NR);
@@ -209,7 +220,7 @@ void winograd_weight_grad(const WinogradProblem& pb, const float* grad, float* d
         // (k / MR) * MR * TB + t * MR + k % MR.
         for (int64_t k = 0; k < K; ++k) {
           for_tile_runs(t0, t0 + nt, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-            wk.gather_output(grad_of(n) + k * pb.ok, pb.oh * d, d, P, Q, 2 * ty, 2 * tx0, len,
+            wc.gather_output(grad_of(n) + k * pb.ok, pb.oh * d, d, P, Q, 2 * ty, 2 * tx0, len,
                              D.data() + tb, TB);
           });
           wk.grad_output(D.data(), TB, nt, Z.data(), TB);
@@ -223,7 +234,7 @@ void winograd_weight_grad(const WinogradProblem& pb, const float* grad, float* d
         // (c / NR) * NR * TB + t * NR + c % NR.
         for (int64_t c = 0; c < C; ++c) {
           for_tile_runs(t0, t0 + nt, TY, TX, [&](int64_t n, int64_t ty, int64_t tx0, int64_t len, int64_t tb) {
-            wk.gather(src_of(n) + c * pb.sc, pb.sh * d, d, H, W, 2 * ty - pad_h, 2 * tx0 - pad_w,
+            wc.gather(src_of(n) + c * pb.sc, pb.sh * d, d, H, W, 2 * ty - pad_h, 2 * tx0 - pad_w,
                       len, D.data() + tb, TB);
           });
           wk.input(D.data(), TB, nt, Z.data(), TB);
@@ -256,9 +267,19 @@ void winograd_weight_grad(const WinogradProblem& pb, const float* grad, float* d
       const int64_t i0 = blk * 256, len = std::min<int64_t>(256, pairs - i0);
       wk.kernel_grad(S.data() + i0, pairs, len, g, 256);
       for (int64_t i = 0; i < len; ++i)
-        for (int64_t rs = 0; rs < 9; ++rs) dw[(i0 + i) * 9 + rs] = g[rs * 256 + i];
+        for (int64_t rs = 0; rs < 9; ++rs) dw[(i0 + i) * 9 + rs] = static_cast<scalar_t>(g[rs * 256 + i]);
     }
   });
 }
+
+template void winograd_correlate<float>(const WinogradProblem<float>&, Isa);
+template void winograd_correlate<c10::BFloat16>(const WinogradProblem<c10::BFloat16>&, Isa);
+template void winograd_correlate<c10::Half>(const WinogradProblem<c10::Half>&, Isa);
+template void winograd_weight_grad<float>(const WinogradProblem<float>&, const float*, float*,
+                                          Isa);
+template void winograd_weight_grad<c10::BFloat16>(
+    const WinogradProblem<c10::BFloat16>&, const c10::BFloat16*, c10::BFloat16*, Isa);
+template void winograd_weight_grad<c10::Half>(const WinogradProblem<c10::Half>&,
+                                              const c10::Half*, c10::Half*, Isa);
 
 }  // namespace conv_ext::cpu

@@ -15,6 +15,9 @@
 // winograd_vec.cpp builds these for AVX2 and AVX-512.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
 
 #include "../simd.h"
@@ -39,9 +42,11 @@ inline void over_tiles(int64_t len, F&& f) {
 // The 4 x 4 input tiles of tiles 0 .. len-1 of one tile row: tile u covers
 // rows h0 .. h0+3 and columns w0 + 2u .. w0 + 2u + 3 of a source plane
 // (H x W, row stride sh, column stride sw), zero outside it.
-// Writes d[(4 i + j) * ldd + u].
+// Writes d[(4 i + j) * ldd + u], widened to float (T is float, bfloat16 or
+// half: the low-precision paths compute in float from here on).
+template <typename T>
 inline void gather_tiles(
-    const float* plane, int64_t sh, int64_t sw, int64_t H, int64_t W, int64_t h0,
+    const T* plane, int64_t sh, int64_t sw, int64_t H, int64_t W, int64_t h0,
     int64_t w0, int64_t len, float* __restrict d, int64_t ldd) {
   // Tiles whose four columns all lie inside the row.
   int64_t lo = w0 >= 0 ? 0 : (1 - w0) / 2;
@@ -59,16 +64,16 @@ inline void gather_tiles(
       for (int64_t u = 0; u < len; ++u) d0[u] = d1[u] = d2[u] = d3[u] = 0.f;
       continue;
     }
-    const float* row = plane + h * sh;
+    const T* row = plane + h * sh;
     auto edge = [&](int64_t u) {
       float* dj[4] = {d0, d1, d2, d3};
       for (int64_t j = 0; j < 4; ++j) {
         const int64_t w = w0 + 2 * u + j;
-        dj[j][u] = w >= 0 && w < W ? row[w * sw] : 0.f;
+        dj[j][u] = w >= 0 && w < W ? static_cast<float>(row[w * sw]) : 0.f;
       }
     };
     for (int64_t u = 0; u < lo; ++u) edge(u);
-    const float* r = row + w0 * sw;
+    const T* r = row + w0 * sw;
     if (sw == 1) {
       for (int64_t u = lo; u < hi; ++u) {
         d0[u] = r[2 * u];
@@ -132,30 +137,32 @@ inline void output_transform(
 
 // Writes the 2 x 2 tiles y[(2 a + b) * ldy + u] of tiles 0 .. len-1 of a
 // tile row to output rows y0 (a = 0) and y1 (a = 1; null past the last
-// row), columns 2u + b below q_end, column stride sw.
+// row), columns 2u + b below q_end, column stride sw. Each value is rounded
+// to T once, here.
+template <typename T>
 inline void scatter_tiles(
-    const float* __restrict y, int64_t ldy, int64_t len, float* __restrict y0,
-    float* __restrict y1, int64_t q_end, int64_t sw) {
+    const float* __restrict y, int64_t ldy, int64_t len, T* __restrict y0,
+    T* __restrict y1, int64_t q_end, int64_t sw) {
   const int64_t pairs = q_end / 2 < len ? q_end / 2 : len;
   const bool half = pairs < len && 2 * pairs < q_end;  // odd width: one more column
-  float* rows[2] = {y0, y1};
+  T* rows[2] = {y0, y1};
   for (int a = 0; a < 2; ++a) {
-    float* __restrict dst = rows[a];
+    T* __restrict dst = rows[a];
     if (dst == nullptr) continue;
     const float* __restrict e = y + (2 * a) * ldy;
     const float* __restrict o = y + (2 * a + 1) * ldy;
     if (sw == 1) {
       for (int64_t u = 0; u < pairs; ++u) {
-        dst[2 * u] = e[u];
-        dst[2 * u + 1] = o[u];
+        dst[2 * u] = static_cast<T>(e[u]);
+        dst[2 * u + 1] = static_cast<T>(o[u]);
       }
     } else {
       for (int64_t u = 0; u < pairs; ++u) {
-        dst[2 * u * sw] = e[u];
-        dst[(2 * u + 1) * sw] = o[u];
+        dst[2 * u * sw] = static_cast<T>(e[u]);
+        dst[(2 * u + 1) * sw] = static_cast<T>(o[u]);
       }
     }
-    if (half) dst[2 * pairs * sw] = e[pairs];
+    if (half) dst[2 * pairs * sw] = static_cast<T>(e[pairs]);
   }
 }
 
@@ -185,9 +192,10 @@ inline void kernel_transform(const float* g, int64_t ldg, int64_t len, float* u,
 // For the grad weight: the 2 x 2 grad_output tiles of tiles 0 .. len-1 of
 // a tile row (rows p0, p0 + 1, columns q0 + 2u, q0 + 2u + 1 of a P x Q
 // plane, row stride sh, column stride sw; zero past P or Q), to
-// d[(2 a + b) * ldd + u].
+// d[(2 a + b) * ldd + u], widened to float.
+template <typename T>
 inline void gather_output_tiles(
-    const float* plane, int64_t sh, int64_t sw, int64_t P, int64_t Q, int64_t p0,
+    const T* plane, int64_t sh, int64_t sw, int64_t P, int64_t Q, int64_t p0,
     int64_t q0, int64_t len, float* __restrict d, int64_t ldd) {
   for (int64_t a = 0; a < 2; ++a) {
     float* __restrict e = d + (2 * a) * ldd;
@@ -197,14 +205,14 @@ inline void gather_output_tiles(
       for (int64_t u = 0; u < len; ++u) e[u] = o[u] = 0.f;
       continue;
     }
-    const float* row = plane + p * sh + q0 * sw;
+    const T* row = plane + p * sh + q0 * sw;
     const int64_t full = (Q - q0) / 2 < len ? (Q - q0) / 2 : len;
     for (int64_t u = 0; u < full; ++u) {
-      e[u] = row[2 * u * sw];
-      o[u] = row[(2 * u + 1) * sw];
+      e[u] = static_cast<float>(row[2 * u * sw]);
+      o[u] = static_cast<float>(row[(2 * u + 1) * sw]);
     }
     for (int64_t u = full; u < len; ++u) {
-      e[u] = q0 + 2 * u < Q ? row[2 * u * sw] : 0.f;
+      e[u] = q0 + 2 * u < Q ? static_cast<float>(row[2 * u * sw]) : 0.f;
       o[u] = 0.f;
     }
   }
