@@ -216,6 +216,11 @@ def test_low_precision_is_the_float32_path_rounded_once(case, dtype, isa):
                      generator=torch.Generator().manual_seed(1)).to(dtype)
     low = [call() for call in pass_calls(x, w, b, kw, gy)]
     wide = [call().to(dtype) for call in pass_calls(x.float(), w.float(), b.float(), kw, gy.float())]
-    for name, lo, hi in zip(("forward", "grad input", "grad weight"), low, wide):
+    expected, vector_only = case[13], case[14]
+    for name, lo, hi, path in zip(("forward", "grad input", "grad weight"), low, wide, expected):
         assert lo.dtype == dtype, name
+        # Passes on another path (the packed GEMM, which keeps bfloat16 in
+        # its panels where it can) sum in another order than float32's.
+        if path is None or (vector_only and isa == "scalar"):
+            continue
         torch.testing.assert_close(lo, hi, rtol=0, atol=0, equal_nan=True, msg=name)
