@@ -25,6 +25,7 @@
 #include "direct/depthwise_blocked.h"
 #include "direct/grouped_blocked.h"
 #include "direct/depthwise_nhwc.h"
+#include "gemm/col2im_few_pixels.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window/window_forward.h"
@@ -246,6 +247,29 @@ void backward_input_col2im(
   });
 }
 
+// All images' pixels as one GEMM, col2im-added (col2im_few_pixels.h):
+// float and double, no groups, taps contiguous per output channel.
+template <typename scalar_t>
+void backward_input_few_pixels(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    const ConvShape& s,
+    at::Tensor& grad_input,
+    Isa isa) {
+  const GemmKernel<scalar_t> kernel = select_microkernel<scalar_t>(isa);
+  const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
+  const Strides4 ys(grad_output), xs(grad_input);
+  col2im_few_pixels(
+      kernel,
+      Col2imShape{s.N, s.C, s.K, s.H, s.W, s.P, s.Q, s.R, s.S, s.stride_h, s.stride_w,
+                  s.pad_h, s.pad_w, s.dil_h, s.dil_w},
+      [&](int64_t n, int64_t k, int64_t i) {
+        return dy[n * ys.d0 + k * ys.d1 + i / s.Q * ys.d2 + i % s.Q * ys.d3];
+      },
+      weight.const_data_ptr<scalar_t>(), weight.stride(0),
+      grad_input.mutable_data_ptr<scalar_t>(), xs);
+}
+
 at::Tensor conv2d_backward_input_cpu(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
@@ -278,6 +302,14 @@ at::Tensor conv2d_backward_input_cpu(
             -wv.s3, nullptr, grad_input.mutable_data_ptr<float>(), xs.d0, xs.d1, xs.d2,
             s.C, s.H, s.W, 2 * s.dil_h - s.pad_h, 2 * s.dil_w - s.pad_w, s.dil_h},
         isa);
+    return grad_input;
+  }
+  if (use_col2im_few_pixels(s, grad_output, weight, isa)) {
+    if (grad_output.scalar_type() == at::kFloat) {
+      backward_input_few_pixels<float>(grad_output, weight, s, grad_input, isa);
+    } else {
+      backward_input_few_pixels<double>(grad_output, weight, s, grad_input, isa);
+    }
     return grad_input;
   }
   if (use_window_backward_input(s, grad_output, grad_input, isa)) {

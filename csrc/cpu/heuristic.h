@@ -11,6 +11,7 @@
 
 #include "../conv_shape.h"
 #include "gemm/conv_gemm.h"
+#include "gemm/gemm_few_pixels.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {
@@ -219,6 +220,32 @@ inline bool use_window_backward_input(
       s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
+}
+
+}  // namespace conv_ext::cpu
+
+namespace conv_ext::cpu {
+
+// Grad input of layers with few pixels in the whole batch and many taps
+// (late layers at small batch: 4 x 4 and 7 x 7 planes, 256-512 channels)
+// as one GEMM over all images' pixels, col2im-added, any stride
+// (col2im_few_pixels.h). Float and double (the other types accumulate in
+// float apart from their storage), no groups, the kernel's taps contiguous
+// per output channel; dy^T (pixels x K) and the result panel stay within
+// L2 below 384 pixels. Measured per call, 1 thread, AMD EPYC with AVX-512,
+// CPU time of each call interleaved with torch's (a busy machine):
+// dense3_s2_c256_k512_7x7 through phase planes 24 GFLOP per CPU-second
+// (0.28x torch) -> 79 (0.95x); dense3_s1_c512_k512_4x4 by the gather 62
+// (0.61x) -> 81 (0.80x); se_c48_k1152_1x1 (1 x 1 planes) 7 -> 24 (1.24x).
+// CONV_EXT_CPU_GEMM_ONLY=1 turns it off, for the tests to compare it with
+// the gather (stride 1) and col2im-per-image paths.
+inline bool use_col2im_few_pixels(
+    const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& weight, Isa isa) {
+  const int64_t NR = select_microkernel<float>(isa).nr;
+  const auto t = grad_output.scalar_type();
+  return !gemm_only() && s.G == 1 && (t == at::kFloat || t == at::kDouble) &&
+      s.N * s.P * s.Q <= kFewPixelRows && s.C * s.R * s.S >= NR &&
+      weight.stride(3) == 1 && weight.stride(2) == s.S && weight.stride(1) == s.R * s.S;
 }
 
 }  // namespace conv_ext::cpu

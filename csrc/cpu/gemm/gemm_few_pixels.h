@@ -11,6 +11,10 @@
 // order (the forward on a contiguous kernel), they are not packed at all:
 // the channels are the rows of the micro-kernel, read in place
 // (microkernel_rows.cpp), and the pixels its packed columns.
+// The images' pixels follow each other without padding (image n's pixel i
+// is column n * pixels + i): padding each image to a whole panel left half
+// of every 32-wide panel empty on 4 x 4 planes, and 31 of 32 lanes on the
+// 1 x 1 planes of squeeze-excite layers.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -33,6 +37,23 @@ inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t
       channels >= 2 * NR * at::get_num_threads();
 }
 
+// Patch panels of taps pc .. pc+kc-1 for all images' pixels one after
+// another: image n's pixel i is panel row (x) n * pixels + i, width-wide
+// panels of depth kc, rows past images * pixels zero. Each image is packed
+// as one pixels-wide panel into tmp (pixels * kc) and its rows copied to
+// where they fall.
+template <typename T, typename View>
+void pack_images_x(
+    int vec_isa, View&& view, int64_t images, int64_t pixels, int64_t pc, int64_t kc,
+    int64_t width, T* tmp, T* dst) {
+  const PanelBlock<T> pb{dst, width, kc};
+  for (int64_t n = 0; n < images; ++n) {
+    pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, pixels, tmp);
+    for (int64_t y = 0; y < kc; ++y) pb.run_x(n * pixels, y, pixels, tmp + y * pixels, 1);
+  }
+  pb.zero_tail(images * pixels);
+}
+
 // gemm_few_pixels with the weights read in place: w + wo[j] is channel j's
 // run of taps. Channels are split in parts of whole MR-row panels; images'
 // pixels are columns, each image starting a new NR-wide panel.
@@ -42,19 +63,18 @@ void gemm_few_pixels_rows(
     const T* w, const int64_t* wo, int64_t channels, int64_t taps, const T* bias, T* dst,
     int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
-  const int64_t per_image = round_up(pixels, NR), cols = images * per_image;
+  const int64_t cols = round_up(images * pixels, NR);
   const int64_t part = round_up((channels + threads - 1) / threads, MR);
   const int64_t parts = (channels + part - 1) / part;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     T* const cbuf = scratch<T>(0, part * cols);
     T* const bbuf = scratch<T>(1, cols * KC);
+    T* const tmp = scratch<T>(2, pixels * KC);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       for (int64_t pc = 0; pc < taps; pc += KC) {
         const int64_t kc = std::min(KC, taps - pc);
-        for (int64_t n = 0; n < images; ++n)
-          pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, NR,
-                       bbuf + n * per_image * kc);
+        pack_images_x(vec_isa, view, images, pixels, pc, kc, NR, tmp, bbuf);
         for (int64_t jr = 0; jr < cols; jr += NR) {
           const T* bp = bbuf + jr * kc;
           for (int64_t ir = 0; ir < nj; ir += MR) {
@@ -68,7 +88,7 @@ void gemm_few_pixels_rows(
         }
       }
       for (int64_t n = 0; n < images; ++n)
-        store_tile(cbuf + n * per_image, cols, nj, pixels, co + j0, po,
+        store_tile(cbuf + n * pixels, cols, nj, pixels, co + j0, po,
                    bias ? bias + j0 : nullptr, static_cast<const T*>(nullptr),
                    dst + n * image_stride);
     }
@@ -95,29 +115,28 @@ void gemm_few_pixels(
       return;
     }
   }
-  const int64_t per_image = round_up(pixels, MR), rows = images * per_image;
+  const int64_t rows = round_up(images * pixels, MR);
   const int64_t part = round_up((channels + threads - 1) / threads, NR);
   const int64_t parts = (channels + part - 1) / part;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     acc_t* const cbuf = scratch<acc_t>(0, rows * part);
     acc_t* const abuf = scratch<acc_t>(1, rows * KC);
     acc_t* const bbuf = scratch<acc_t>(2, part * KC);
+    acc_t* const tmp = scratch<acc_t>(3, pixels * KC);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       auto pack_a = [&](int64_t, int64_t, int64_t pc, int64_t kc) {
-        for (int64_t n = 0; n < images; ++n)
-          pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, MR,
-                       abuf + n * per_image * kc);
+        pack_images_x(vec_isa, view, images, pixels, pc, kc, MR, tmp, abuf);
         return Panels<acc_t>{abuf, MR * kc};
       };
       auto pack_b = [&](int64_t, int64_t, int64_t pc, int64_t kc) {
         pack_table(w, wo + j0, nj, to + pc, kc, NR, bbuf);
         return Panels<acc_t>{bbuf, NR * kc};
       };
-      gemm_packed(kernel, rows, nj, taps, Blocking{rows, part, KC}, pack_a, pack_b, cbuf,
-                  part, false);
+      gemm_packed(kernel, images * pixels, nj, taps, Blocking{rows, part, KC}, pack_a, pack_b,
+                  cbuf, part, false);
       for (int64_t n = 0; n < images; ++n)
-        store_tile(cbuf + n * per_image * part, part, pixels, nj, po, co + j0,
+        store_tile(cbuf + n * pixels * part, part, pixels, nj, po, co + j0,
                    static_cast<const acc_t*>(nullptr), bias ? bias + j0 : nullptr,
                    dst + n * image_stride);
     }
@@ -154,22 +173,30 @@ void weight_grad_few_pixels(
       for (int64_t n = 0; n < images; ++n)
         for (int64_t i = 0; i < pixels; ++i) rows[k * depth + n * pixels + i] = dy(n, k, i);
   });
+  // Few tap panels (1 x 1 layers: 160 taps are 5 panels, cut 3 + 2) are
+  // not split between the threads, the output channels are: each thread
+  // then packs every tap's panel, at most depth x 256 values.
   const int64_t threads = at::get_num_threads();
-  const int64_t part = round_up((taps + threads - 1) / threads, NR);
-  const int64_t parts = (taps + part - 1) / part;
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    T* const bbuf = scratch<T>(1, depth * part);
+  const int64_t tpanels = (taps + NR - 1) / NR;
+  const int64_t tparts = tpanels >= 4 * threads ? threads : 1;
+  const int64_t kparts = std::max<int64_t>(1, threads / tparts);
+  const int64_t tpart = round_up((taps + tparts - 1) / tparts, NR);
+  const int64_t kpart = round_up((K + kparts - 1) / kparts, MR);
+  const int64_t tcount = (taps + tpart - 1) / tpart, kcount = (K + kpart - 1) / kpart;
+  at::parallel_for(0, tcount * kcount, 1, [&](int64_t begin, int64_t end) {
+    T* const bbuf = scratch<T>(1, depth * tpart);
     T edge[6 * 64];  // mr x nr of the largest tile
     for (int64_t p = begin; p < end; ++p) {
-      const int64_t t0 = p * part, nt = std::min(part, taps - t0);
+      const int64_t t0 = (p / kcount) * tpart, nt = std::min(tpart, taps - t0);
+      const int64_t k0 = (p % kcount) * kpart, k1 = std::min(K, k0 + kpart);
       pack_im2col_images<T, T>(vec_isa, view, pixels, 0, depth, t0, nt, NR, bbuf);
       for (int64_t jr = 0; jr < nt; jr += NR) {
         const int64_t nv = std::min(NR, nt - jr);
         const T* bp = bbuf + jr * depth;
-        for (int64_t ir = 0; ir < K; ir += MR) {
-          const int64_t mv = std::min(MR, K - ir);
+        for (int64_t ir = k0; ir < k1; ir += MR) {
+          const int64_t mv = std::min(MR, k1 - ir);
           const T* a[6];
-          for (int64_t m = 0; m < MR; ++m)  // rows past K repeat the last
+          for (int64_t m = 0; m < MR; ++m)  // rows past the part repeat its last
             a[m] = rows.data() + (ir + std::min(m, mv - 1)) * depth;
           T* c = dw + ir * taps + t0 + jr;
           if (mv == MR && nv == NR) {
