@@ -64,6 +64,11 @@ PATHS = [
     ("few_pixels_s2_dil", 3, 20, 9, 8, 24, 3, 3, 2, 2, 2, 1, False),
     ("few_pixels_1x1_plane", 8, 48, 1, 1, 160, 1, 1, 1, 0, 1, 1, False),
     ("few_pixels_pointwise", 8, 160, 4, 4, 200, 1, 1, 1, 0, 1, 1, False),
+    # strided grad input over the batch in blocks of 384 pixels, one block
+    # boundary in the middle of an image's row; 1 x 1 stride 2 (ResNet's
+    # downsampling shortcut)
+    ("col2im_batch_blocks", 3, 20, 29, 27, 24, 3, 3, 2, 1, 1, 1, False),
+    ("col2im_batch_1x1_s2", 2, 24, 15, 17, 40, 1, 1, 2, 0, 1, 1, False),
     # 1 x 1, no im2col gather beyond runs
     ("pointwise", 2, 32, 13, 19, 48, 1, 1, 1, 0, 1, 1, False),
     # stride 2: grad input through col2im
@@ -253,6 +258,8 @@ SPECIALIZED = {
     "few_pixels_nhwc": ["grad_input"],
     "few_pixels_stride2": ["grad_input"],
     "few_pixels_s2_dil": ["grad_input"],
+    "col2im_batch_blocks": ["grad_input"],
+    "col2im_batch_1x1_s2": ["grad_input"],
 }
 
 
@@ -263,7 +270,7 @@ WINDOW_FORWARD_ONLY_ORDER = {"col2im_stride2", "window_stride2", "window_stride2
 # Grad input at stride 2 of few pixels: one GEMM over the batch adds the
 # same products in the same order as the col2im path per image, which the
 # GEMM-only switch selects there (bitwise equal, as it should be).
-COL2IM_SAME_ORDER = {"few_pixels_stride2", "few_pixels_s2_dil"}
+COL2IM_SAME_ORDER = {"few_pixels_stride2", "few_pixels_s2_dil", "col2im_batch_1x1_s2"}
 
 
 @pytest.mark.parametrize("case", [p for p in PATHS if p[0] in SPECIALIZED],

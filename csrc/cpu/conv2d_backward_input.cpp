@@ -25,7 +25,7 @@
 #include "direct/depthwise_blocked.h"
 #include "direct/grouped_blocked.h"
 #include "direct/depthwise_nhwc.h"
-#include "gemm/col2im_few_pixels.h"
+#include "gemm/col2im_batch.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window/window_forward.h"
@@ -247,10 +247,10 @@ void backward_input_col2im(
   });
 }
 
-// All images' pixels as one GEMM, col2im-added (col2im_few_pixels.h):
+// All images' pixels as one GEMM, col2im-added (col2im_batch.h):
 // float and double, no groups, taps contiguous per output channel.
 template <typename scalar_t>
-void backward_input_few_pixels(
+void backward_input_col2im_batch(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
     const ConvShape& s,
@@ -259,7 +259,7 @@ void backward_input_few_pixels(
   const GemmKernel<scalar_t> kernel = select_microkernel<scalar_t>(isa);
   const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
   const Strides4 ys(grad_output), xs(grad_input);
-  col2im_few_pixels(
+  col2im_batch(
       kernel,
       Col2imShape{s.N, s.C, s.K, s.H, s.W, s.P, s.Q, s.R, s.S, s.stride_h, s.stride_w,
                   s.pad_h, s.pad_w, s.dil_h, s.dil_w},
@@ -304,11 +304,11 @@ at::Tensor conv2d_backward_input_cpu(
         isa);
     return grad_input;
   }
-  if (use_col2im_few_pixels(s, grad_output, weight, isa)) {
+  if (use_col2im_batch(s, grad_output, weight, isa)) {
     if (grad_output.scalar_type() == at::kFloat) {
-      backward_input_few_pixels<float>(grad_output, weight, s, grad_input, isa);
+      backward_input_col2im_batch<float>(grad_output, weight, s, grad_input, isa);
     } else {
-      backward_input_few_pixels<double>(grad_output, weight, s, grad_input, isa);
+      backward_input_col2im_batch<double>(grad_output, weight, s, grad_input, isa);
     }
     return grad_input;
   }
