@@ -259,12 +259,14 @@ void backward_input_col2im_batch(
   const GemmKernel<scalar_t> kernel = select_microkernel<scalar_t>(isa);
   const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
   const Strides4 ys(grad_output), xs(grad_input);
+  std::vector<int64_t> po(s.P * s.Q);  // no division per element of the copy
+  for (int64_t i = 0; i < s.P * s.Q; ++i) po[i] = i / s.Q * ys.d2 + i % s.Q * ys.d3;
   col2im_batch(
       kernel,
       Col2imShape{s.N, s.C, s.K, s.H, s.W, s.P, s.Q, s.R, s.S, s.stride_h, s.stride_w,
                   s.pad_h, s.pad_w, s.dil_h, s.dil_w},
       [&](int64_t n, int64_t k, int64_t i) {
-        return dy[n * ys.d0 + k * ys.d1 + i / s.Q * ys.d2 + i % s.Q * ys.d3];
+        return dy[n * ys.d0 + k * ys.d1 + po[i]];
       },
       weight.const_data_ptr<scalar_t>(), weight.stride(0),
       grad_input.mutable_data_ptr<scalar_t>(), xs);

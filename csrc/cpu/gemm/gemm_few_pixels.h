@@ -48,6 +48,10 @@ void pack_images_x(
     int64_t width, T* tmp, T* dst) {
   const PanelBlock<T> pb{dst, width, kc};
   for (int64_t n = 0; n < images; ++n) {
+    if (pixels % width == 0) {  // whole panels per image: packed in place
+      pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, width, dst + n * pixels * kc);
+      continue;
+    }
     pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, pixels, tmp);
     for (int64_t y = 0; y < kc; ++y) pb.run_x(n * pixels, y, pixels, tmp + y * pixels, 1);
   }
