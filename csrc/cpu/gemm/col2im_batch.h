@@ -100,8 +100,10 @@ void col2im_batch(
             const int64_t w0 = sx * s.dil_w - s.pad_w;
             int64_t qlo, qhi;
             valid_range(w0, s.st_w, s.W, s.Q, qlo, qhi);
+            // (n, pp, q) of pixel m, advanced row by row (a division per
+            // row of 4 pixels cost more than the GEMM's products there).
+            int64_t n = m0 / PQ, pp = (m0 % PQ) / s.Q, q = m0 % s.Q;
             for (int64_t m = m0; m < m0 + ml;) {
-              const int64_t n = m / PQ, pp = (m % PQ) / s.Q, q = m % s.Q;
               const int64_t len = std::min(s.Q - q, m0 + ml - m);
               const int64_t h = pp * s.st_h - s.pad_h + r * s.dil_h;
               if (h >= 0 && h < s.H) {
@@ -112,6 +114,11 @@ void col2im_batch(
                   drow[qq * s.st_w * xs.d3] += crow[qq * NR];
               }
               m += len;
+              q = 0;
+              if (++pp == s.P) {
+                pp = 0;
+                ++n;
+              }
             }
           }
         }
