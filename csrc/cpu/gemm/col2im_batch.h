@@ -49,8 +49,9 @@ void col2im_batch(
     T* dx, const Strides4& xs) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t PQ = s.P * s.Q, M = s.N * PQ, RS = s.R * s.S, taps = s.C * RS;
-  // dy^T: pixel m's run of K, rows past M repeating the last.
-  std::vector<T> dyt(M * s.K);
+  // dy^T: pixel m's run of K, in the calling thread's scratch (a fresh
+  // buffer of this size cost its page faults on every call).
+  T* const dyt = scratch<T>(3, M * s.K);
   at::parallel_for(0, M, grain_for(s.K), [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m)
       for (int64_t k = 0; k < s.K; ++k) dyt[m * s.K + k] = dy(m / PQ, k, m % PQ);
@@ -85,7 +86,7 @@ void col2im_batch(
                 const int64_t mv = std::min(MR, ml - ir);
                 const T* a[6];
                 for (int64_t i = 0; i < MR; ++i)  // rows past the block repeat its last
-                  a[i] = dyt.data() + (m0 + ir + std::min(i, mv - 1)) * s.K + pc;
+                  a[i] = dyt + (m0 + ir + std::min(i, mv - 1)) * s.K + pc;
                 kernel.rows_fn(kc, a, bblock + jp * NR * kc, nullptr, 0,
                                cbuf + (jp * Mb + ir) * NR, NR, pc > 0);
               }

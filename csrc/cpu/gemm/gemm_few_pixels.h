@@ -82,8 +82,8 @@ T* pack_all_images(
 }
 
 // gemm_few_pixels with the weights read in place: w + wo[j] is channel j's
-// run of taps. Channels are split in parts of whole MR-row panels; images'
-// pixels are columns, each image starting a new NR-wide panel.
+// run of taps. Channels are split in parts of whole MR-row panels; all
+// images' pixels are the columns, packed once (pack_all_images).
 template <typename T, typename View>
 void gemm_few_pixels_rows(
     const GemmKernel<T>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
