@@ -58,12 +58,73 @@ void pack_images_x(
   pb.zero_tail(images * pixels);
 }
 
+// The images of a patch matrix copied into zero frames, so that tap
+// (c, r, s) of output row p is one run of Q values, no bounds to test: the
+// generic packer's per-row range checks were most of the packing on 4 x 4
+// planes (runs of 4 pixels): CPU time per call, 1 thread, A/B interleaved
+// in one process, dense3_s1_c512_k512_4x4 forward -9 %,
+// dense3_s2_c256_k512_7x7 -6 %, 1 x 1 on 4 x 4 planes -3 %. Works for any
+// offsets and dilation signs.
+template <typename T>
+struct FramedImages {
+  std::vector<T> data;
+  int64_t h0, w0, Hf, Wf, C, P;  // frame origin in image coordinates, extent
+
+  template <typename View>
+  FramedImages(View&& view, int64_t images, int64_t pixels) {
+    const auto g = view(0);
+    C = g.C;
+    P = pixels / g.Q;
+    auto span = [](int64_t n, int64_t st, int64_t off, int64_t k, int64_t dil, int64_t& lo) {
+      const int64_t a = off + std::min<int64_t>(0, (k - 1) * dil);
+      const int64_t b = (n - 1) * st + off + std::max<int64_t>(0, (k - 1) * dil);
+      lo = a;
+      return b - a + 1;
+    };
+    Hf = span(P, g.st_h, g.off_h, g.R, g.dil_h, h0);
+    Wf = span(g.Q, g.st_w, g.off_w, g.S, g.dil_w, w0);
+    data.assign(images * C * Hf * Wf, T(0));
+    at::parallel_for(0, images * C, grain_for(Hf * Wf), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const auto gi = view(task / C);
+        const int64_t c = task % C;
+        T* f = data.data() + task * Hf * Wf;
+        for (int64_t hf = 0; hf < Hf; ++hf) {
+          const int64_t h = hf + h0;
+          if (h < 0 || h >= gi.H) continue;
+          for (int64_t wf = 0; wf < Wf; ++wf) {
+            const int64_t w = wf + w0;
+            if (w >= 0 && w < gi.W) f[hf * Wf + wf] = static_cast<T>(gi.src[c * gi.sc + h * gi.sh + w * gi.sw]);
+          }
+        }
+      }
+    });
+  }
+
+  // Taps pc .. pc+kc-1 of image n into rows n * pixels .. of pb.
+  template <typename G>
+  void pack(const G& g, int64_t n, int64_t pixels, int64_t pc, int64_t kc,
+            const PanelBlock<T>& pb) const {
+    const int64_t RS = g.R * g.S;
+    const T* img = data.data() + n * C * Hf * Wf;
+    for (int64_t y = 0; y < kc; ++y) {
+      const int64_t t = pc + y, c = t / RS, r = (t % RS) / g.S, sx = t % g.S;
+      const T* src = img + c * Hf * Wf + (g.off_h + r * g.dil_h - h0) * Wf +
+          (g.off_w + sx * g.dil_w - w0);
+      for (int64_t p = 0; p < P; ++p)
+        pb.run_x(n * pixels + p * g.Q, y, g.Q, src + p * g.st_h * Wf, g.st_w);
+    }
+  }
+};
+
 // Every depth block of pack_images_x, packed once for all threads (each
 // thread packing every block for its own part of the channels doubled the
 // packing at 2 threads: 12 % of a dense 3 x 3 4 x 4 forward). Block pc
 // (taps pc .. pc+kc-1) starts at dst + pc * round_up(images * pixels,
 // width). One task per block, so the calling thread's scratch slot 3 holds
-// the result and the workers' slot 2 their one-image staging.
+// the result and the workers' slot 2 their one-image staging. Taps in
+// (c, r, s) order come from zero-framed copies of the images instead
+// (FramedImages).
 template <typename T, typename View>
 T* pack_all_images(
     int vec_isa, View&& view, int64_t images, int64_t pixels, int64_t taps, int64_t KC,
@@ -71,6 +132,19 @@ T* pack_all_images(
   const int64_t rows = round_up(images * pixels, width);
   T* const dst = scratch<T>(3, rows * taps);
   const int64_t blocks = (taps + KC - 1) / KC;
+  const auto g = view(0);
+  if (!g.rsc) {
+    const FramedImages<T> framed(view, images, pixels);
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t pc = b * KC, kc = std::min(KC, taps - pc);
+        const PanelBlock<T> pb{dst + pc * rows, width, kc};
+        for (int64_t n = 0; n < images; ++n) framed.pack(g, n, pixels, pc, kc, pb);
+        pb.zero_tail(images * pixels);
+      }
+    });
+    return dst;
+  }
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     T* const tmp = scratch<T>(2, pixels * KC);
     for (int64_t b = begin; b < end; ++b) {
