@@ -149,10 +149,13 @@ def test_float32_matches_torch(case, isa):
         assert (ours.double() - ref).abs().max().item() <= 1e-5 * max(1.0, scale), name
 
 
+LOW_PRECISION = ("gemm_nchw", "gemm_nhwc", "few_pixels", "few_pixels_stride2", "col2im_stride2",
+                 "depthwise", "grouped4")
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("case", [p for p in PATHS if p[0] in (
-    "gemm_nchw", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4")],
-    ids=["gemm_nchw", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4"])
+@pytest.mark.parametrize("case", [p for p in PATHS if p[0] in LOW_PRECISION],
+                         ids=[p[0] for p in PATHS if p[0] in LOW_PRECISION])
 def test_low_precision_within_twice_torch_error(case, dtype, isa):
     x, w, b, kw = make(case, dtype)
     gy = torch.randn(F.conv2d(x.double(), w.double(), b.double(), **kw).shape,
