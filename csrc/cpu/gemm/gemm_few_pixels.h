@@ -28,13 +28,17 @@
 
 namespace conv_ext::cpu {
 
-// Rows of all images together (each image's pixels padded to MR) that keep
-// the packed patch block (rows x kc) and the result tile in L2.
+// Rows of all images together that keep the packed patch block (rows x kc)
+// and the result tile in L2.
 constexpr int64_t kFewPixelRows = 384;
 
+// Each thread takes at least one NR-wide panel of channels; with fewer
+// channels than 2 NR per thread, planes of one pixel (squeeze-excite,
+// 1152 -> 48 channels) went to tiles of one image, one pixel each (0.3x
+// torch, 1 thread).
 inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t MR, int64_t NR) {
   return images * round_up(pixels, MR) <= kFewPixelRows &&
-      channels >= 2 * NR * at::get_num_threads();
+      channels >= NR * at::get_num_threads();
 }
 
 // Patch panels of taps pc .. pc+kc-1 for all images' pixels one after
