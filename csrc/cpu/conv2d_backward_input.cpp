@@ -7,7 +7,11 @@
 //    each task owns a tile of input pixels: no two threads write one element;
 //  - col2im, stride > 1: per image, patch gradients
 //      dcol[C/G*R*S x pixels] = W^T[C/G*R*S x K/G] * grad_output[K/G x pixels]
-//    added into that image's gradient in a fixed order (one image per task).
+//    added into that image's gradient in a fixed order (one image per task);
+//  - col2im over the batch (col2im_batch.h), float and double without
+//    groups at stride > 1, or with few pixels at any stride: the same patch
+//    gradients for blocks of pixels across images, the threads split by
+//    input channel.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
