@@ -43,7 +43,8 @@ CASES = [
     # 3 x 3 stride 2 with odd sizes; grad weight by window dot products
     ("window_stride2", 4, 3, 40, 44, 9, 7, 7, 2, 3, 1, 1, False, (WIN_FWD, WIN_DX, WIN_DW), True),
     ("window_stride2_dil", 8, 8, 33, 30, 12, 3, 3, 2, 1, 2, 1, False, (WIN_FWD, WIN_DX, WIN_DW), True),
-    ("window_stride2_odd", 2, 24, 21, 19, 20, 3, 3, 2, 1, 1, 1, False, (WIN_FWD, WIN_DX, None), True),
+    # (its forward: 3 x 3 on 16-127 channels takes the GEMM)
+    ("window_stride2_odd", 2, 24, 21, 19, 20, 3, 3, 2, 1, 1, 1, False, (None, WIN_DX, None), True),
     ("window_dilated", 2, 18, 30, 33, 20, 5, 5, 1, 3, 2, 1, False, (None, None, WIN_DW), True),
     ("window_1x1", 4, 24, 20, 30, 40, 1, 1, 1, 0, 1, 1, False, (None, None, WIN_DW), True),
     # blocked depthwise: whole blocks (the transposing window copy), one
@@ -215,12 +216,15 @@ def test_low_precision_is_the_float32_path_rounded_once(case, dtype, isa):
     gy = torch.randn(F.conv2d(x.float(), w.float(), None, **kw).shape,
                      generator=torch.Generator().manual_seed(1)).to(dtype)
     low = [call() for call in pass_calls(x, w, b, kw, gy)]
-    wide = [call().to(dtype) for call in pass_calls(x.float(), w.float(), b.float(), kw, gy.float())]
+    wide_calls = pass_calls(x.float(), w.float(), b.float(), kw, gy.float())
+    wide = [call().to(dtype) for call in wide_calls]
     expected, vector_only = case[13], case[14]
-    for name, lo, hi, path in zip(("forward", "grad input", "grad weight"), low, wide, expected):
+    for name, lo, hi, path, wide_call in zip(("forward", "grad input", "grad weight"), low, wide, expected,
+                                             wide_calls):
         assert lo.dtype == dtype, name
-        # Passes on another path (the packed GEMM, which keeps bfloat16 in
-        # its panels where it can) sum in another order than float32's.
-        if path is None or (vector_only and isa == "scalar"):
+        # Only where both dtypes take the path: the packed GEMM keeps
+        # bfloat16 in its panels where it can, and float32 has paths of its
+        # own (grad input over the batch), which sum in other orders.
+        if path is None or (vector_only and isa == "scalar") or path not in traced(wide_call):
             continue
         torch.testing.assert_close(lo, hi, rtol=0, atol=0, equal_nan=True, msg=name)

@@ -7,7 +7,11 @@
 //    each task owns a tile of input pixels: no two threads write one element;
 //  - col2im, stride > 1: per image, patch gradients
 //      dcol[C/G*R*S x pixels] = W^T[C/G*R*S x K/G] * grad_output[K/G x pixels]
-//    added into that image's gradient in a fixed order (one image per task).
+//    added into that image's gradient in a fixed order (one image per task);
+//  - col2im over the batch (col2im_batch.h), float and double without
+//    groups at stride > 1, or with few pixels at any stride: the same patch
+//    gradients for blocks of pixels across images, the threads split by
+//    input channel.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -26,6 +30,7 @@
 #include "direct/grouped_blocked.h"
 #include "direct/depthwise_nhwc.h"
 #include "float_arithmetic.h"
+#include "gemm/col2im_batch.h"
 #include "gemm/gemm_few_pixels.h"
 #include "heuristic.h"
 #include "window/window_forward.h"
@@ -252,6 +257,31 @@ void backward_input_col2im(
   });
 }
 
+// All images' pixels as one GEMM, col2im-added (col2im_batch.h):
+// float and double, no groups, taps contiguous per output channel.
+template <typename scalar_t>
+void backward_input_col2im_batch(
+    const at::Tensor& grad_output,
+    const at::Tensor& weight,
+    const ConvShape& s,
+    at::Tensor& grad_input,
+    Isa isa) {
+  const GemmKernel<scalar_t> kernel = select_microkernel<scalar_t>(isa);
+  const scalar_t* dy = grad_output.const_data_ptr<scalar_t>();
+  const Strides4 ys(grad_output), xs(grad_input);
+  std::vector<int64_t> po(s.P * s.Q);  // no division per element of the copy
+  for (int64_t i = 0; i < s.P * s.Q; ++i) po[i] = i / s.Q * ys.d2 + i % s.Q * ys.d3;
+  col2im_batch(
+      kernel,
+      Col2imShape{s.N, s.C, s.K, s.H, s.W, s.P, s.Q, s.R, s.S, s.stride_h, s.stride_w,
+                  s.pad_h, s.pad_w, s.dil_h, s.dil_w},
+      [&](int64_t n, int64_t k, int64_t i) {
+        return dy[n * ys.d0 + k * ys.d1 + po[i]];
+      },
+      weight.const_data_ptr<scalar_t>(), weight.stride(0),
+      grad_input.mutable_data_ptr<scalar_t>(), xs);
+}
+
 at::Tensor conv2d_backward_input_cpu(
     const at::Tensor& grad_output,
     const at::Tensor& weight,
@@ -288,6 +318,14 @@ at::Tensor conv2d_backward_input_cpu(
                   s.dil_h},
               isa);
         });
+    return grad_input;
+  }
+  if (use_col2im_batch(s, grad_output, weight, isa)) {
+    if (grad_output.scalar_type() == at::kFloat) {
+      backward_input_col2im_batch<float>(grad_output, weight, s, grad_input, isa);
+    } else {
+      backward_input_col2im_batch<double>(grad_output, weight, s, grad_input, isa);
+    }
     return grad_input;
   }
   if (use_window_backward_input(s, grad_output, grad_input, isa)) {

@@ -11,6 +11,7 @@
 
 #include "../conv_shape.h"
 #include "gemm/conv_gemm.h"
+#include "gemm/gemm_few_pixels.h"
 #include "isa.h"
 
 namespace conv_ext::cpu {
@@ -245,22 +246,28 @@ inline bool use_window_weight_grad(
 // stride 2, 1 thread: 6.7 -> 5.8 ms). Not at stride 1: the dilated 3 x 3
 // layer (256 channels) ran 8% slower than the GEMM, whose packed kernel
 // panel is one stream where the in-place rows are six. The phase planes
-// are materialized: their frame must stay near the image size. bfloat16
-// and half widened as the planes are built, only for taps per output
-// C*R*S <= 256 (a stem): 1 thread, loaded machine, planes against the
-// GEMM, (8, 3, 112, 112) 7 x 7 stride 2: 6.8 against 8.6 ms; 3 x 3
+// are materialized: their frame must stay near the image size.
+// Not for 3 x 3 kernels on 16 to 127 channels: there the GEMM is as fast
+// or faster (1 thread, AMD EPYC with AVX-512, GFLOP per CPU-second, phase
+// planes -> GEMM, torch alongside: (8, 64, 28, 28) -> 128 s2 48 -> 72
+// (torch 105); (8, 128, 14, 14) -> 256 76 -> 74 (110), kept; the 3-channel
+// stem (8, 3, 112, 112) -> 32 35 -> 34 (78), kept).
+// bfloat16 and half widened as the planes are built, only for taps per
+// output C*R*S <= 256 (a stem): 1 thread, loaded machine, planes against
+// the GEMM, (8, 3, 112, 112) 7 x 7 stride 2: 6.8 against 8.6 ms; 3 x 3
 // stride 2 on (8, 64, 56, 56) -> 128: 13.2 against 12.2, on (8, 128, 28,
-// 28) -> 256: 18.7 against 11.1 (float32 alike: 18.9 against 11.1, a
-// question for the float32 rule).
+// 28) -> 256: 18.7 against 11.1.
 inline bool use_window_forward(
     const ConvShape& s, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, Isa isa) {
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
+  const bool gemm_faster = s.R * s.S <= 9 && s.C >= 16 && s.C < 128;
   const bool dtype = input.scalar_type() == at::kFloat ||
       (float_arithmetic(input) && s.C * s.R * s.S <= 256);
   return !gemm_only() && isa != Isa::kScalar && dtype &&
-      s.G == 1 && s.R * s.S > 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
+      s.G == 1 && s.R * s.S > 1 && !gemm_faster && (s.stride_h > 1 || s.stride_w > 1) &&
+      strides_within_kernel(s) &&
       !use_direct_grouped(s) && input.stride(3) == 1 &&
       weight.is_contiguous() && output.is_contiguous() && Hp * s.stride_h <= 2 * s.H + 64 &&
       Wp * s.stride_w <= 2 * s.W + 64;
@@ -288,6 +295,41 @@ inline bool use_window_backward_input(
       s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
+}
+
+}  // namespace conv_ext::cpu
+
+namespace conv_ext::cpu {
+
+// Grad input as patch gradients over the whole batch, col2im-added
+// (col2im_batch.h): float and double (the others accumulate in float apart
+// from their storage), no groups, the kernel's taps contiguous per output
+// channel, at least one panel of taps. Taken
+//  - at stride > 1, where the gather would multiply the zeros between
+//    strided pixels, with channels enough for the threads' split by input
+//    channel (16, a fixed number so that the path and its bits do not
+//    depend on the thread count: r50_conv1's 3 channels, split 2 + 1,
+//    keep the phase planes);
+//  - at stride 1 for few pixels in the batch (late layers at small batch),
+//    where the gather's tiles of one image are too small.
+// Measured per call, 1 thread, AMD EPYC with AVX-512, CPU time of each
+// call interleaved with torch's (a busy machine), GFLOP per CPU-second
+// before -> after: dense3_s2_c256_k512_7x7 (phase planes) 24 -> 79 (torch
+// 83); (8, 128, 14, 14) -> 256 3 x 3 s2 (phase planes) 50 -> 72 (torch
+// 97); (8, 64, 28, 28) -> 128 3 x 3 s2 42 -> 67 (torch 87); r50_down_s2
+// (1 x 1 s2, col2im per image) 48 -> 68 (torch 30); dense3_s1_c512_k512_4x4
+// (gather) 62 -> 81 (torch 100); se_c48_k1152_1x1 (gather) 7 -> 24 (torch 19).
+// CONV_EXT_CPU_GEMM_ONLY=1 turns it off, for the tests to compare it with
+// the gather (stride 1) and col2im-per-image paths.
+inline bool use_col2im_batch(
+    const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& weight, Isa isa) {
+  const int64_t NR = select_microkernel<float>(isa).nr;
+  const auto t = grad_output.scalar_type();
+  const bool strided = s.stride_h > 1 || s.stride_w > 1;
+  const bool few = s.N * s.P * s.Q <= kFewPixelRows;
+  return !gemm_only() && s.G == 1 && (t == at::kFloat || t == at::kDouble) &&
+      ((strided && s.C >= 16) || few) && s.C * s.R * s.S >= NR &&
+      weight.stride(3) == 1 && weight.stride(2) == s.S && weight.stride(1) == s.R * s.S;
 }
 
 }  // namespace conv_ext::cpu

@@ -23,9 +23,13 @@ namespace conv_ext::cpu {
 // every call (page clearing was 9 % of a r50_res2_3x3 forward profile,
 // these buffers and the output together). Slots:
 //   0 C tile, 1 and 2 packed panels (or an image), 3 the calling thread's
-//   packed weight or weight-gradient accumulator.
+//   packed weight or weight-gradient accumulator, the few-pixel passes'
+//   patch panels of all images (gemm_few_pixels.h), or grad_output
+//   transposed (col2im_batch.h).
 // A slot grows to the largest request seen and keeps it; none is larger
-// than a weight or one image, none grows with the batch.
+// than a weight or one image, and only slot 3 grows with the batch (for
+// the few-pixel passes, a few hundred pixels in all; for col2im_batch.h,
+// grad_output's size).
 template <typename T>
 T* scratch(int slot, int64_t n) {
   thread_local std::vector<T> bufs[4];

@@ -11,6 +11,10 @@
 // order (the forward on a contiguous kernel), they are not packed at all:
 // the channels are the rows of the micro-kernel, read in place
 // (microkernel_rows.cpp), and the pixels its packed columns.
+// The images' pixels follow each other without padding (image n's pixel i
+// is column n * pixels + i): padding each image to a whole panel left half
+// of every 32-wide panel empty on 4 x 4 planes, and 31 of 32 lanes on the
+// 1 x 1 planes of squeeze-excite layers.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -24,18 +28,145 @@
 
 namespace conv_ext::cpu {
 
-// Rows of all images together (each image's pixels padded to MR) that keep
-// the packed patch block (rows x kc) and the result tile in L2.
+// Rows of all images together that keep the packed patch block (rows x kc)
+// and the result tile in L2.
 constexpr int64_t kFewPixelRows = 384;
 
+// Each thread takes at least one NR-wide panel of channels; with fewer
+// channels than 2 NR per thread, planes of one pixel (squeeze-excite,
+// 1152 -> 48 channels) went to tiles of one image, one pixel each (0.3x
+// torch, 1 thread).
 inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t MR, int64_t NR) {
   return images * round_up(pixels, MR) <= kFewPixelRows &&
-      channels >= 2 * NR * at::get_num_threads();
+      channels >= NR * at::get_num_threads();
+}
+
+// Patch panels of taps pc .. pc+kc-1 for all images' pixels one after
+// another: image n's pixel i is panel row (x) n * pixels + i, width-wide
+// panels of depth kc, rows past images * pixels zero. Each image is packed
+// as one pixels-wide panel into tmp (pixels * kc) and its rows copied to
+// where they fall.
+template <typename T, typename View>
+void pack_images_x(
+    int vec_isa, View&& view, int64_t images, int64_t pixels, int64_t pc, int64_t kc,
+    int64_t width, T* tmp, T* dst) {
+  const PanelBlock<T> pb{dst, width, kc};
+  constexpr int64_t kP = kPackPairs<T>;  // tmp is one panel: pairs kP apart
+  for (int64_t n = 0; n < images; ++n) {
+    if (pixels % width == 0) {  // whole panels per image: packed in place
+      pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, width,
+                   dst + n * pixels * pb.pdepth());
+      continue;
+    }
+    pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, pixels, tmp);
+    for (int64_t y = 0; y < kc; ++y)
+      pb.run_x(n * pixels, y, pixels, tmp + (y / kP) * pixels * kP + y % kP, kP);
+  }
+  pb.zero_tail(images * pixels);
+}
+
+// The images of a patch matrix copied into zero frames, so that tap
+// (c, r, s) of output row p is one run of Q values, no bounds to test: the
+// generic packer's per-row range checks were most of the packing on 4 x 4
+// planes (runs of 4 pixels): CPU time per call, 1 thread, A/B interleaved
+// in one process, dense3_s1_c512_k512_4x4 forward -9 %,
+// dense3_s2_c256_k512_7x7 -6 %, 1 x 1 on 4 x 4 planes -3 %. Works for any
+// offsets and dilation signs.
+template <typename T>
+struct FramedImages {
+  std::vector<T> data;
+  int64_t h0, w0, Hf, Wf, C, P;  // frame origin in image coordinates, extent
+
+  template <typename View>
+  FramedImages(View&& view, int64_t images, int64_t pixels) {
+    const auto g = view(0);
+    C = g.C;
+    P = pixels / g.Q;
+    auto span = [](int64_t n, int64_t st, int64_t off, int64_t k, int64_t dil, int64_t& lo) {
+      const int64_t a = off + std::min<int64_t>(0, (k - 1) * dil);
+      const int64_t b = (n - 1) * st + off + std::max<int64_t>(0, (k - 1) * dil);
+      lo = a;
+      return b - a + 1;
+    };
+    Hf = span(P, g.st_h, g.off_h, g.R, g.dil_h, h0);
+    Wf = span(g.Q, g.st_w, g.off_w, g.S, g.dil_w, w0);
+    data.assign(images * C * Hf * Wf, T(0));
+    at::parallel_for(0, images * C, grain_for(Hf * Wf), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const auto gi = view(task / C);
+        const int64_t c = task % C;
+        T* f = data.data() + task * Hf * Wf;
+        for (int64_t hf = 0; hf < Hf; ++hf) {
+          const int64_t h = hf + h0;
+          if (h < 0 || h >= gi.H) continue;
+          for (int64_t wf = 0; wf < Wf; ++wf) {
+            const int64_t w = wf + w0;
+            if (w >= 0 && w < gi.W) f[hf * Wf + wf] = static_cast<T>(gi.src[c * gi.sc + h * gi.sh + w * gi.sw]);
+          }
+        }
+      }
+    });
+  }
+
+  // Taps pc .. pc+kc-1 of image n into rows n * pixels .. of pb.
+  template <typename G>
+  void pack(const G& g, int64_t n, int64_t pixels, int64_t pc, int64_t kc,
+            const PanelBlock<T>& pb) const {
+    const int64_t RS = g.R * g.S;
+    const T* img = data.data() + n * C * Hf * Wf;
+    for (int64_t y = 0; y < kc; ++y) {
+      const int64_t t = pc + y, c = t / RS, r = (t % RS) / g.S, sx = t % g.S;
+      const T* src = img + c * Hf * Wf + (g.off_h + r * g.dil_h - h0) * Wf +
+          (g.off_w + sx * g.dil_w - w0);
+      for (int64_t p = 0; p < P; ++p)
+        pb.run_x(n * pixels + p * g.Q, y, g.Q, src + p * g.st_h * Wf, g.st_w);
+    }
+  }
+};
+
+// Every depth block of pack_images_x, packed once for all threads (each
+// thread packing every block for its own part of the channels doubled the
+// packing at 2 threads: 12 % of a dense 3 x 3 4 x 4 forward). Block pc
+// (taps pc .. pc+kc-1) starts at dst + pc * round_up(images * pixels,
+// width). One task per block, so the calling thread's scratch slot 3 holds
+// the result and the workers' slot 2 their one-image staging. Taps in
+// (c, r, s) order come from zero-framed copies of the images instead
+// (FramedImages).
+template <typename T, typename View>
+T* pack_all_images(
+    int vec_isa, View&& view, int64_t images, int64_t pixels, int64_t taps, int64_t KC,
+    int64_t width) {
+  // Blocks start at pc * rows: KC is even, so only the last block's depth
+  // rounds up to whole bfloat16 pairs.
+  const int64_t rows = round_up(images * pixels, width);
+  T* const dst = scratch<T>(3, rows * packed_depth<T>(taps));
+  const int64_t blocks = (taps + KC - 1) / KC;
+  const auto g = view(0);
+  if (!g.rsc) {
+    const FramedImages<T> framed(view, images, pixels);
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t pc = b * KC, kc = std::min(KC, taps - pc);
+        const PanelBlock<T> pb{dst + pc * rows, width, kc};
+        for (int64_t n = 0; n < images; ++n) framed.pack(g, n, pixels, pc, kc, pb);
+        pb.zero_tail(images * pixels);
+      }
+    });
+    return dst;
+  }
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    T* const tmp = scratch<T>(2, pixels * KC);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t pc = b * KC, kc = std::min(KC, taps - pc);
+      pack_images_x(vec_isa, view, images, pixels, pc, kc, width, tmp, dst + pc * rows);
+    }
+  });
+  return dst;
 }
 
 // gemm_few_pixels with the weights read in place: w + wo[j] is channel j's
-// run of taps. Channels are split in parts of whole MR-row panels; images'
-// pixels are columns, each image starting a new NR-wide panel. T: the
+// run of taps. Channels are split in parts of whole MR-row panels; all
+// images' pixels are the columns, packed once (pack_all_images). T: the
 // accumulator, P: the panels' and weights' type (bfloat16 pairs: a row's
 // steps (k, k+1) are already adjacent in place), S: the destination's.
 template <typename T, typename P, typename S, typename View>
@@ -45,19 +176,17 @@ void gemm_few_pixels_rows(
     int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads,
     const Epilogue* epilogue) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
-  const int64_t per_image = round_up(pixels, NR), cols = images * per_image;
+  const int64_t cols = round_up(images * pixels, NR);
   const int64_t part = round_up((channels + threads - 1) / threads, MR);
   const int64_t parts = (channels + part - 1) / part;
+  const P* const bfull = pack_all_images<P>(vec_isa, view, images, pixels, taps, KC, NR);
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     T* const cbuf = scratch<T>(0, part * cols);
-    P* const bbuf = scratch<P>(1, cols * KC);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       for (int64_t pc = 0; pc < taps; pc += KC) {
         const int64_t kc = std::min(KC, taps - pc), kp = packed_depth<P>(kc);
-        for (int64_t n = 0; n < images; ++n)
-          pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, NR,
-                       bbuf + n * per_image * kp);
+        const P* const bbuf = bfull + pc * cols;
         for (int64_t jr = 0; jr < cols; jr += NR) {
           const P* bp = bbuf + jr * kp;
           for (int64_t ir = 0; ir < nj; ir += MR) {
@@ -72,7 +201,7 @@ void gemm_few_pixels_rows(
       }
       const T* none = nullptr;
       for (int64_t n = 0; n < images; ++n) {
-        T* c = cbuf + n * per_image;
+        T* c = cbuf + n * pixels;
         const T* rb = bias ? bias + j0 : nullptr;
         if (epilogue && bias_activation_in_place(c, cols, nj, pixels, rb, none, *epilogue)) rb = none;
         store_tile(c, cols, nj, pixels, co + j0, po, rb, none, dst + n * image_stride);
@@ -107,31 +236,27 @@ void gemm_few_pixels(
       return;
     }
   }
-  const int64_t per_image = round_up(pixels, MR), rows = images * per_image;
+  const int64_t rows = round_up(images * pixels, MR);
   const int64_t part = round_up((channels + threads - 1) / threads, NR);
   const int64_t parts = (channels + part - 1) / part;
+  const pack_t* const afull = pack_all_images<pack_t>(vec_isa, view, images, pixels, taps, KC, MR);
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     acc_t* const cbuf = scratch<acc_t>(0, rows * part);
-    pack_t* const abuf = scratch<pack_t>(1, rows * KC);
-    pack_t* const bbuf = scratch<pack_t>(2, part * KC);
+    pack_t* const bbuf = scratch<pack_t>(1, part * KC);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t j0 = p * part, nj = std::min(part, channels - j0);
       auto pack_a = [&](int64_t, int64_t, int64_t pc, int64_t kc) {
-        const int64_t kp = packed_depth<pack_t>(kc);
-        for (int64_t n = 0; n < images; ++n)
-          pack_patches(vec_isa, view(n), 0, pixels, pc, kc, true, MR,
-                       abuf + n * per_image * kp);
-        return Panels<pack_t>{abuf, MR * kp};
+        return Panels<pack_t>{afull + pc * rows, MR * packed_depth<pack_t>(kc)};
       };
       auto pack_b = [&](int64_t, int64_t, int64_t pc, int64_t kc) {
         pack_table(w, wo + j0, nj, to + pc, kc, NR, bbuf);
         return Panels<pack_t>{bbuf, NR * packed_depth<pack_t>(kc)};
       };
-      gemm_packed(kernel, rows, nj, taps, Blocking{rows, part, KC}, pack_a, pack_b, cbuf,
-                  part, false);
+      gemm_packed(kernel, images * pixels, nj, taps, Blocking{rows, part, KC}, pack_a, pack_b,
+                  cbuf, part, false);
       const acc_t* none = nullptr;
       for (int64_t n = 0; n < images; ++n) {
-        acc_t* c = cbuf + n * per_image * part;
+        acc_t* c = cbuf + n * pixels * part;
         const acc_t* cb = bias ? bias + j0 : nullptr;
         if (epilogue && bias_activation_in_place(c, part, pixels, nj, none, cb, *epilogue)) cb = none;
         store_tile(c, part, pixels, nj, po, co + j0, none, cb, dst + n * image_stride);
@@ -170,22 +295,30 @@ void weight_grad_few_pixels(
       for (int64_t n = 0; n < images; ++n)
         for (int64_t i = 0; i < pixels; ++i) rows[k * depth + n * pixels + i] = dy(n, k, i);
   });
+  // Few tap panels (1 x 1 layers: 160 taps are 5 panels, cut 3 + 2) are
+  // not split between the threads, the output channels are: each thread
+  // then packs every tap's panel, at most depth x 256 values.
   const int64_t threads = at::get_num_threads();
-  const int64_t part = round_up((taps + threads - 1) / threads, NR);
-  const int64_t parts = (taps + part - 1) / part;
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    T* const bbuf = scratch<T>(1, depth * part);
+  const int64_t tpanels = (taps + NR - 1) / NR;
+  const int64_t tparts = tpanels >= 4 * threads ? threads : 1;
+  const int64_t kparts = std::max<int64_t>(1, threads / tparts);
+  const int64_t tpart = round_up((taps + tparts - 1) / tparts, NR);
+  const int64_t kpart = round_up((K + kparts - 1) / kparts, MR);
+  const int64_t tcount = (taps + tpart - 1) / tpart, kcount = (K + kpart - 1) / kpart;
+  at::parallel_for(0, tcount * kcount, 1, [&](int64_t begin, int64_t end) {
+    T* const bbuf = scratch<T>(1, depth * tpart);
     T edge[6 * 64];  // mr x nr of the largest tile
     for (int64_t p = begin; p < end; ++p) {
-      const int64_t t0 = p * part, nt = std::min(part, taps - t0);
+      const int64_t t0 = (p / kcount) * tpart, nt = std::min(tpart, taps - t0);
+      const int64_t k0 = (p % kcount) * kpart, k1 = std::min(K, k0 + kpart);
       pack_im2col_images<T, T>(vec_isa, view, pixels, 0, depth, t0, nt, NR, bbuf);
       for (int64_t jr = 0; jr < nt; jr += NR) {
         const int64_t nv = std::min(NR, nt - jr);
         const T* bp = bbuf + jr * depth;
-        for (int64_t ir = 0; ir < K; ir += MR) {
-          const int64_t mv = std::min(MR, K - ir);
+        for (int64_t ir = k0; ir < k1; ir += MR) {
+          const int64_t mv = std::min(MR, k1 - ir);
           const T* a[6];
-          for (int64_t m = 0; m < MR; ++m)  // rows past K repeat the last
+          for (int64_t m = 0; m < MR; ++m)  // rows past the part repeat its last
             a[m] = rows.data() + (ir + std::min(m, mv - 1)) * depth;
           T* c = dw + ir * taps + t0 + jr;
           if (mv == MR && nv == NR) {
