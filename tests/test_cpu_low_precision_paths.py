@@ -71,6 +71,34 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
+@pytest.fixture(params=["auto", "avx512", "avx2", "scalar"])
+def isa(request, monkeypatch):
+    """conftest's levels and AVX-512F without BF16 ("avx512"): where the
+    CPU has AVX-512 BF16, "auto" runs bfloat16 on the pair GEMM instead of
+    some of these paths (pairs_take_over), and "avx512" still reaches them."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
+    return request.param
+
+
+def has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def pairs_take_over(path, case, dtype, isa):
+    """bfloat16 where the pair micro-kernel runs keeps to the packed GEMM
+    instead of Winograd, the phase-plane forward and, past a stem's C*R*S
+    <= 256 taps, the window-dot grad weight (heuristic.h,
+    pairs_over_float_paths)."""
+    if dtype != torch.bfloat16 or isa != "auto" or not has_avx512_bf16():
+        return False
+    taps = case[2] * case[6] * case[7]
+    return path in WINO or path == WIN_FWD or (path == WIN_DW and taps > 256)
+
+
 def make(case, dtype, seed=0):
     _, n, c, h, w, k, r, s, st, pd, dl, g, cl = case[:13]
     gen = torch.Generator().manual_seed(seed)
@@ -123,16 +151,19 @@ def test_low_precision_paths_are_taken(case, dtype, isa):
         ran = traced(call) & names
         if path is None:
             continue
-        if vector_only and isa == "scalar":
+        if (vector_only and isa == "scalar") or pairs_take_over(path, case, dtype, isa):
             assert path not in ran, f"{name}: {ran}"
         else:
             assert path in ran, f"{name}: {ran}"
 
 
 @pytest.mark.parametrize("dtype", LOW, ids=["bfloat16", "float16"])
-def test_low_precision_paths_fuse_activations(dtype):
+def test_low_precision_paths_fuse_activations(dtype, monkeypatch):
     """The fused activation on the Winograd, phase-plane and blocked
-    outputs, applied to the rounded results as on the GEMM path."""
+    outputs, applied to the rounded results as on the widening GEMM path
+    (below AVX-512 BF16, so that bfloat16 takes these paths; the pair GEMM
+    applies it before its one rounding, tests/test_cpu_bf16.py)."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", "avx512")
     for case in (CASES[0], CASES[7], CASES[12], CASES[19]):
         x, w, b, kw = make(case, dtype)
         a = ([kw["stride"]] * 2, [kw["padding"]] * 2, [kw["dilation"]] * 2, kw["groups"])
@@ -177,9 +208,12 @@ def test_bfloat16_blocked_reads_strided_views(isa):
     low_precision_tolerance(x, wg, None, ours_conv_and_grads(conv_ext.conv2d, x, wg, None, **kw), kw)
 
 
-def test_autocast_bfloat16_layer_takes_winograd():
+@pytest.mark.parametrize("level", ["auto", "avx512"])
+def test_autocast_bfloat16_layer_takes_winograd(level, monkeypatch):
     """Under torch.autocast("cpu") a float32 MyConv2d's 3 x 3 layer runs in
-    bfloat16 through Winograd, forward and backward."""
+    bfloat16 through Winograd, forward and backward, unless the bfloat16
+    pair GEMM runs (AVX-512 BF16 at "auto")."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", level)
     torch.manual_seed(0)
     layer = conv_ext.MyConv2d(32, 32, 3, padding=1)
     x = torch.randn(4, 32, 16, 16, requires_grad=True)
@@ -191,7 +225,11 @@ def test_autocast_bfloat16_layer_takes_winograd():
         y.float().square().sum().backward()
 
     ran = traced(step)
-    assert {"conv_ext::cpu::winograd_correlate", "conv_ext::cpu::winograd_weight_grad"} <= ran
+    wino = {"conv_ext::cpu::winograd_correlate", "conv_ext::cpu::winograd_weight_grad"}
+    if level == "auto" and has_avx512_bf16():
+        assert not wino & ran, ran
+    else:
+        assert wino <= ran, ran
     assert layer.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
 
 
@@ -225,6 +263,7 @@ def test_low_precision_is_the_float32_path_rounded_once(case, dtype, isa):
         # Only where both dtypes take the path: the packed GEMM keeps
         # bfloat16 in its panels where it can, and float32 has paths of its
         # own (grad input over the batch), which sum in other orders.
-        if path is None or (vector_only and isa == "scalar") or path not in traced(wide_call):
+        if (path is None or (vector_only and isa == "scalar") or pairs_take_over(path, case, dtype, isa)
+                or path not in traced(wide_call)):
             continue
         torch.testing.assert_close(lo, hi, rtol=0, atol=0, equal_nan=True, msg=name)

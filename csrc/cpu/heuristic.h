@@ -124,6 +124,24 @@ inline bool bf16_pairs(const at::Tensor& t, Isa isa_bf16) {
       (isa_bf16 == Isa::kAvx512Bf16 || isa_bf16 == Isa::kScalar);
 }
 
+// bfloat16 where the pair micro-kernel runs (AVX-512 BF16) keeps to the
+// packed GEMM instead of the paths that compute in float after widening
+// (Winograd, the strided phase-plane forward, the window-dot grad weight):
+// at twice the float FMA's multiply-adds per instruction the pair GEMM
+// outruns Winograd's 2.25x fewer float products on all but the largest
+// planes. Measured, 2 threads, idle AMD EPYC (Zen 4), python -m benchmarks
+// --dtype bfloat16, default rules against CONV_EXT_CPU_GEMM_ONLY=1 (ms):
+// r50_res4_3x3 forward 3.23 -> 1.72, grad input 3.42 -> 1.75, grad weight
+// 2.62 -> 1.86; r50_res3_3x3 1.74 -> 1.60, 1.74 -> 1.61, 2.97 -> 1.69;
+// dilated_3x3 4.80 -> 4.02, 4.84 -> 4.28, 5.16 -> 4.81; r50_conv1 forward
+// 3.40 -> 2.12. Winograd still led on 56 x 56 and larger planes
+// (r50_res2_3x3 forward 1.62 against 1.75, vgg_3x3 19.9 against 21.2): 7 %,
+// not worth a rule of its own. The window-dot grad weight of a stem (taps
+// per output C*R*S <= 256) stays: r50_conv1 2.95 against the GEMM's 3.69.
+inline bool pairs_over_float_paths(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 && cpu_isa_bf16() == Isa::kAvx512Bf16;
+}
+
 // GEMM orientation of the forward and grad-input passes. Pixels-major
 // (patch panels of mr pixels, weights as the nr-wide B panels) when channels
 // are contiguous, so a patch row is runs of channels; channels-major (nr
@@ -201,9 +219,8 @@ inline bool strides_within_kernel(const ConvShape& s) {
 // --threads 1; GEMM -> Winograd, torch in the same run): r50_res4_3x3
 // forward 5.73 -> 3.48 ms (torch 2.15), grad input 9.76 -> 3.51 (2.17),
 // grad weight 10.2 -> 3.63 (2.47); dilated_3x3 12.5 -> 6.7, 16.2 -> 6.8,
-// 20.1 -> 8.2 (torch 5.4, 5.4, 6.7). A bfloat16 dot-product GEMM
-// (vdpbf16ps) doubles the GEMM's rate: this rule is to be measured again
-// against it.
+// 20.1 -> 8.2 (torch 5.4, 5.4, 6.7). Where the bfloat16 pair GEMM runs,
+// it wins instead (pairs_over_float_paths).
 inline bool use_winograd(
     const ConvShape& s, int64_t cin, int64_t cout, const at::Tensor& src,
     const at::Tensor& dst, Isa isa) {
@@ -212,6 +229,7 @@ inline bool use_winograd(
   const bool phases = s.dil_w == d && s.pad_h % d == 0 && s.pad_w % d == 0 &&
       s.H % d == 0 && s.W % d == 0 && s.P % d == 0 && s.Q % d == 0;
   return tiles >= 64 && !gemm_only() && isa != Isa::kScalar && float_arithmetic(src) &&
+      !pairs_over_float_paths(src) &&
       s.G == 1 && s.R == 3 && s.S == 3 && s.stride_h == 1 && s.stride_w == 1 && phases &&
       cin >= 16 && cout >= 16 && src.stride(3) == 1 && dst.stride(3) == 1;
 }
@@ -235,7 +253,8 @@ inline bool use_window_weight_grad(
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   return s.N * Hp * Wp >= 2048 && strides_within_kernel(s) && !gemm_only() &&
       isa != Isa::kScalar &&
-      float_arithmetic(input) && s.G == 1 && !use_direct_grouped(s) &&
+      float_arithmetic(input) && !(pairs_over_float_paths(input) && s.C * s.R * s.S > 256) &&
+      s.G == 1 && !use_direct_grouped(s) &&
       input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
       Hp * s.stride_h <= 2 * s.H + 64 && Wp * s.stride_w <= 2 * s.W + 64;
 }
@@ -264,7 +283,7 @@ inline bool use_window_forward(
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   const bool gemm_faster = s.R * s.S <= 9 && s.C >= 16 && s.C < 128;
   const bool dtype = input.scalar_type() == at::kFloat ||
-      (float_arithmetic(input) && s.C * s.R * s.S <= 256);
+      (float_arithmetic(input) && s.C * s.R * s.S <= 256 && !pairs_over_float_paths(input));
   return !gemm_only() && isa != Isa::kScalar && dtype &&
       s.G == 1 && s.R * s.S > 1 && !gemm_faster && (s.stride_h > 1 || s.stride_w > 1) &&
       strides_within_kernel(s) &&
