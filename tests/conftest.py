@@ -25,6 +25,20 @@ def isa(request, monkeypatch):
     return request.param
 
 
+# The levels a bfloat16 pass can take: "avx512" (AVX-512F without BF16)
+# widens to float where "auto" runs the pair kernels on a CPU with AVX-512
+# BF16. A fixture of its own: adding "avx512" to ISAS would run every test
+# of the suite once more.
+BF16_ISAS = ["auto", "avx512", "avx2", "scalar"]
+
+
+@pytest.fixture(params=BF16_ISAS)
+def bf16_isa(request, monkeypatch):
+    """Runs a bfloat16 test once per level (CONV_EXT_CPU_ISA)."""
+    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
+    return request.param
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Every test that takes `device` runs on the CPU and, where a GPU is

@@ -56,3 +56,13 @@ def low_precision_tolerance(x, w, b, ours, conv, grad_out_seed=0):
 def relerr(ours, ref):
     """max |ours - ref| / max |ref|, in float64."""
     return (ours.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)
+
+
+def has_avx512_bf16():
+    """Whether the CPU has AVX-512 BF16, where the bfloat16 GEMM runs its
+    pair kernels at the "auto" level."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False

@@ -15,28 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import conv_ext
-from reference import low_precision_tolerance, ours_conv_and_grads
+from reference import has_avx512_bf16, low_precision_tolerance, ours_conv_and_grads
 
 ops = torch.ops.conv_ext
-
-# The bfloat16 GEMM's levels (csrc/cpu/isa.h). A fixture of its own: adding
-# "avx512" to conftest's ISAS would run every test of the suite once more.
-BF16_ISAS = ["auto", "avx512", "avx2", "scalar"]
-
-
-def has_avx512_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read()
-    except OSError:
-        return False
-
-
-@pytest.fixture(params=BF16_ISAS)
-def bf16_isa(request, monkeypatch):
-    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
-    return request.param
-
 
 # (name, N, C, H, W, K, R, S, stride, pad, dil, groups, channels_last); every
 # row takes the packed GEMM in bfloat16 (heuristic.h: the direct kernels need

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import conv_ext
-from reference import low_precision_tolerance, ours_conv_and_grads
+from reference import has_avx512_bf16, low_precision_tolerance, ours_conv_and_grads
 
 ops = torch.ops.conv_ext
 
@@ -71,21 +71,12 @@ CASES = [
 IDS = [c[0] for c in CASES]
 
 
-@pytest.fixture(params=["auto", "avx512", "avx2", "scalar"])
-def isa(request, monkeypatch):
-    """conftest's levels and AVX-512F without BF16 ("avx512"): where the
-    CPU has AVX-512 BF16, "auto" runs bfloat16 on the pair GEMM instead of
-    some of these paths (pairs_take_over), and "avx512" still reaches them."""
-    monkeypatch.setenv("CONV_EXT_CPU_ISA", request.param)
-    return request.param
-
-
-def has_avx512_bf16():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read()
-    except OSError:
-        return False
+@pytest.fixture
+def isa(bf16_isa):
+    """conftest's bfloat16 levels: where the CPU has AVX-512 BF16, "auto"
+    runs bfloat16 on the pair GEMM instead of some of these paths
+    (pairs_take_over), and "avx512" still reaches them."""
+    return bf16_isa
 
 
 def pairs_take_over(path, case, dtype, isa):
