@@ -58,11 +58,22 @@ def relerr(ours, ref):
     return (ours.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1e-30)
 
 
+def _cpu_flag(flag):
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
 def has_avx512_bf16():
     """Whether the CPU has AVX-512 BF16, where the bfloat16 GEMM runs its
     pair kernels at the "auto" level."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read()
-    except OSError:
-        return False
+    return _cpu_flag("avx512_bf16")
+
+
+def runs_avx512(level):
+    """Whether CONV_EXT_CPU_ISA=level runs the AVX-512 kernels: "auto" or
+    "avx512" on a CPU with AVX-512F (csrc/cpu/isa.cpp caps a request at
+    what the CPU has)."""
+    return level in ("auto", "avx512") and _cpu_flag("avx512f")

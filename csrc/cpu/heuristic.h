@@ -303,6 +303,13 @@ inline bool use_window_forward(
 // against 17.1 ms, (8, 128, 28, 28) -> 256 20.4 against 13.9, (8, 256,
 // 14, 14) -> 512 18.6 against 14.1; 7 x 7 stride 2 (8, 3, 112, 112) -> 64
 // 12.6 against 13.1.
+// AVX-512 only: with the 16-wide AVX2 tile the in-place windows stall the
+// micro-kernel on loads (a stem's 64 x 12 taps per phase are as many
+// streams), and col2im, whose patch panels are packed, wins. 2 threads, AMD
+// EPYC (Zen 3, AVX2), float32, phases against col2im: r50_conv1 (batch 2)
+// 54 against 13.9 ms (torch 19); (8, 3, 112, 112) 7 x 7 s2 -> 64 30.4
+// against 11.5; 3 x 3 s2 (8, 3, 112, 112) -> 32 3.0 against 2.7; (8, 8,
+// 56, 56) -> 64 3.2 against 1.7.
 inline bool use_window_backward_input(
     const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& grad_input,
     Isa isa) {
@@ -310,7 +317,7 @@ inline bool use_window_backward_input(
   const int64_t Wg = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   const bool dtype = grad_output.scalar_type() == at::kFloat ||
       (float_arithmetic(grad_output) && s.K * s.R * s.S <= 576);
-  return !gemm_only() && isa != Isa::kScalar && dtype &&
+  return !gemm_only() && isa == Isa::kAvx512 && dtype &&
       s.G == 1 && (s.stride_h > 1 || s.stride_w > 1) && strides_within_kernel(s) &&
       !use_direct_grouped(s) &&
       grad_input.is_contiguous() && Hg <= 2 * s.P + 64 && Wg <= 2 * s.Q + 64;
