@@ -68,22 +68,29 @@ double sum_run(const T* x, int64_t n) {
   return sum + tail;
 }
 
+// acc[j] += the sum of run j (n values at x + j * ld) for j < runs, each
+// summed as sum_run does. One call for many runs: a call per 4 x 4 or 7 x 7
+// plane cost more than its sum (dw3_s1_c576_7x7, 8 x 576 planes of 49:
+// 0.091 ms against torch's 0.066, AMD EPYC Zen 3, AVX2).
 template <typename T>
-CONV_EXT_FLAT_AVX512 double sum_run_avx512(const T* x, int64_t n) {
-  return sum_run<T, 8>(x, n);
+CONV_EXT_FLAT_AVX512 void add_run_sums_avx512(
+    const T* x, int64_t runs, int64_t ld, int64_t n, double* acc) {
+  for (int64_t j = 0; j < runs; ++j) acc[j] += sum_run<T, 8>(x + j * ld, n);
 }
 
 template <typename T>
-CONV_EXT_FLAT_AVX2 double sum_run_avx2(const T* x, int64_t n) {
-  return sum_run<T, 4>(x, n);
+CONV_EXT_FLAT_AVX2 void add_run_sums_avx2(
+    const T* x, int64_t runs, int64_t ld, int64_t n, double* acc) {
+  for (int64_t j = 0; j < runs; ++j) acc[j] += sum_run<T, 4>(x + j * ld, n);
 }
 
 template <typename T>
-double sum_run_isa(Isa isa, const T* x, int64_t n) {
+void add_run_sums_isa(Isa isa, const T* x, int64_t runs, int64_t ld, int64_t n, double* acc) {
   switch (isa) {
-    case Isa::kAvx512: return sum_run_avx512(x, n);
-    case Isa::kAvx2: return sum_run_avx2(x, n);
-    default: return sum_run<T, 2>(x, n);
+    case Isa::kAvx512: return add_run_sums_avx512(x, runs, ld, n, acc);
+    case Isa::kAvx2: return add_run_sums_avx2(x, runs, ld, n, acc);
+    default:
+      for (int64_t j = 0; j < runs; ++j) acc[j] += sum_run<T, 2>(x + j * ld, n);
   }
 }
 
@@ -198,8 +205,7 @@ void conv2d_backward_bias_kernel(const at::Tensor& grad_output, at::Tensor& grad
       auto sums = [&](int64_t begin, int64_t end) {
         std::vector<double> sum(end - begin, 0.0);
         for (int64_t n = 0; n < N; ++n)
-          for (int64_t k = begin; k < end; ++k)
-            sum[k - begin] += sum_run_isa(isa, dy + n * ys.d0 + k * ys.d1, PQ);
+          add_run_sums_isa(isa, dy + n * ys.d0 + begin * ys.d1, end - begin, ys.d1, PQ, sum.data());
         for (int64_t k = begin; k < end; ++k) db[k] = static_cast<scalar_t>(sum[k - begin]);
       };
       if (N * K * PQ < kParallelSum) {

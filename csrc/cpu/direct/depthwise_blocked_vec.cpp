@@ -47,7 +47,7 @@ void correlate(const DwTask<T>& t, float* work) {
   const DirectGeom& g = t.g;
   float* xb = work;
   float* ob = work + t.pg.Hp * t.pg.Wp * kCb;
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.nc, kCb, t.pg, xb);
+  pack_window<B>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.nc, kCb, t.pg, xb);
   constexpr int NP = B / 2 > 1 ? B / 2 : 1;
   const int64_t PQ = g.P * g.Q;
   int64_t i = 0;
@@ -57,7 +57,7 @@ void correlate(const DwTask<T>& t, float* work) {
     i += NP / 2;
   }
   for (; i < PQ; ++i) out_pixels<B, 1>(t, xb, i, ob);
-  unpack_window<B == 16>(ob, PadGeom{0, g.P, 0, g.Q}, t.nc, kCb, t.dst, t.d_c, t.d_h, t.d_w, g.P, g.Q);
+  unpack_window<B>(ob, PadGeom{0, g.P, 0, g.Q}, t.nc, kCb, t.dst, t.d_c, t.d_h, t.d_w, g.P, g.Q);
 }
 
 // Grad input at stride > 1 as a gather: window element (i, j) of the grad
@@ -74,7 +74,7 @@ void strided_input(const DwTask<T>& t, float* work) {
   const int64_t Hp = t.pg.Hp, Wp = t.pg.Wp;
   float* xb = work;
   float* db = work + Hp * Wp * kCb;
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.nc, kCb,
+  pack_window<B>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.nc, kCb,
                        PadGeom{0, g.P, 0, g.Q}, db);
   // rows[rs[i] .. rs[i+1]): (weight row offset, dy row offset) pairs.
   thread_local std::vector<int64_t> rs, rows, cs, cols;
@@ -108,7 +108,7 @@ void strided_input(const DwTask<T>& t, float* work) {
         }
       for (int v = 0; v < NV; ++v) storev<B>(xb + (i * Wp + j) * kCb + v * B, acc[v]);
     }
-  unpack_window<B == 16>(xb, t.pg, t.nc, kCb, t.dst, t.d_c, t.d_h, t.d_w, t.H, t.W);
+  unpack_window<B>(xb, t.pg, t.nc, kCb, t.dst, t.d_c, t.d_h, t.d_w, t.H, t.W);
 }
 
 // Tap row r of the grad weight with its S taps' sums in registers over the
@@ -201,8 +201,8 @@ void dot(const DwTask<T>& t, const T* dy, int64_t dy_c, int64_t dy_h, int64_t dy
   const DirectGeom& g = t.g;
   float* xb = work;
   float* db = work + t.pg.Hp * t.pg.Wp * kCb;
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.nc, kCb, t.pg, xb);
-  pack_window<B == 16>(dy, dy_c, dy_h, dy_w, g.P, g.Q, t.nc, kCb, PadGeom{0, g.P, 0, g.Q}, db);
+  pack_window<B>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.nc, kCb, t.pg, xb);
+  pack_window<B>(dy, dy_c, dy_h, dy_w, g.P, g.Q, t.nc, kCb, PadGeom{0, g.P, 0, g.Q}, db);
   if (g.R == 3 && g.S == 3 && t.pix != nullptr) return dot_3x3<B>(t, xb, db, acc);
   for (int64_t r = 0; r < g.R; ++r) {
     switch (g.S) {

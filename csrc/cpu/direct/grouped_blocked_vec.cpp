@@ -55,14 +55,14 @@ void correlate(const GroupTask<T>& t, float* work) {
   const int64_t ldo = padded(t.nd), PQ = g.P * g.Q;
   float* xb = work;
   float* ob = work + t.pg.Hp * t.pg.Wp * t.ns;
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.ns, t.ns, t.pg, xb);
+  pack_window<B>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.ns, t.ns, t.pg, xb);
   constexpr int NP = B / 2 > 1 ? B / 2 : 1;
   for (int64_t kb = 0; kb < ldo / kL; ++kb) {
     int64_t i = 0;
     for (; i + NP <= PQ; i += NP) out_pixels<B, NP>(t, xb, i, kb, ob, ldo);
     for (; i < PQ; ++i) out_pixels<B, 1>(t, xb, i, kb, ob, ldo);
   }
-  unpack_window<B == 16>(ob, PadGeom{0, g.P, 0, g.Q}, t.nd, ldo, t.dst, t.d_c, t.d_h, t.d_w, g.P, g.Q);
+  unpack_window<B>(ob, PadGeom{0, g.P, 0, g.Q}, t.nd, ldo, t.dst, t.d_c, t.d_h, t.d_w, g.P, g.Q);
 }
 
 // The contributions of NPX grad_output pixels (d + x*ns, base + x*bs) to
@@ -121,7 +121,7 @@ void scatter(const GroupTask<T>& t, float* work) {
   float* xb = work;
   float* db = work + t.pg.Hp * t.pg.Wp * ldx;
   std::fill_n(xb, t.pg.Hp * t.pg.Wp * ldx, 0.f);
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.ns, t.ns, PadGeom{0, g.P, 0, g.Q}, db);
+  pack_window<B>(t.src, t.s_c, t.s_h, t.s_w, g.P, g.Q, t.ns, t.ns, PadGeom{0, g.P, 0, g.Q}, db);
   // Pairs of neighbours in a row (their windows a column stride apart).
   // The order of the additions into each window element depends on the
   // geometry alone, not on the threads: deterministic.
@@ -130,7 +130,7 @@ void scatter(const GroupTask<T>& t, float* work) {
     for (; q + 2 <= g.Q; q += 2) scatter_pixels<B, 2>(t, db, xb, p * g.Q + q, ldx);
     for (; q < g.Q; ++q) scatter_pixels<B, 1>(t, db, xb, p * g.Q + q, ldx);
   }
-  unpack_window<B == 16>(xb, t.pg, t.nd, ldx, t.dst, t.d_c, t.d_h, t.d_w, t.H, t.W);
+  unpack_window<B>(xb, t.pg, t.nd, ldx, t.dst, t.d_c, t.d_h, t.d_w, t.H, t.W);
 }
 
 // CC source channels c0 .. of tap j against destination block kb, summed
@@ -170,8 +170,8 @@ void dot(const GroupTask<T>& t, const T* dy, int64_t dy_c, int64_t dy_h, int64_t
   const int64_t ldd = padded(t.nd), RS = g.R * g.S;
   float* xb = work;
   float* db = work + t.pg.Hp * t.pg.Wp * t.ns;
-  pack_window<B == 16>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.ns, t.ns, t.pg, xb);
-  pack_window<B == 16>(dy, dy_c, dy_h, dy_w, g.P, g.Q, t.nd, ldd, PadGeom{0, g.P, 0, g.Q}, db);
+  pack_window<B>(t.src, t.s_c, t.s_h, t.s_w, t.H, t.W, t.ns, t.ns, t.pg, xb);
+  pack_window<B>(dy, dy_c, dy_h, dy_w, g.P, g.Q, t.nd, ldd, PadGeom{0, g.P, 0, g.Q}, db);
   constexpr int CC = B / 2 > 1 ? B / 2 : 1;
   for (int64_t j = 0; j < RS; ++j)
     for (int64_t kb = 0; kb < ldd / kL; ++kb) {
