@@ -277,10 +277,12 @@ WINDOW_FORWARD_ONLY_ORDER = {"col2im_stride2", "window_stride2", "window_stride2
 # GEMM-only switch selects there (bitwise equal, as it should be).
 COL2IM_SAME_ORDER = {"few_pixels_stride2", "few_pixels_s2_dil", "col2im_batch_1x1_s2"}
 
-# Grad input per input phase runs at the AVX-512 level only (heuristic.h,
-# use_window_backward_input); below it these cases take col2im, the path
-# the GEMM-only switch selects too.
-PHASE_GRAD_INPUT = {"col2im_stride2", "window_stride2", "window_stride2_dil"}
+# Passes whose specialization runs at the AVX-512 level only (heuristic.h):
+# the grad input per input phase (use_window_backward_input; below it
+# col2im, the path the GEMM-only switch selects too) and the window-dot
+# grad weight of 1 x 1 kernels (use_window_weight_grad).
+AVX512_ONLY = {("col2im_stride2", "grad_input"), ("window_stride2", "grad_input"),
+               ("window_stride2_dil", "grad_input"), ("window_1x1", "grad_weight")}
 
 
 @pytest.mark.parametrize("case", [p for p in PATHS if p[0] in SPECIALIZED],
@@ -311,8 +313,8 @@ def test_float32_specializations_taken_and_agree_with_gemm(case, isa_name, monke
         single = run()
     finally:
         torch.set_num_threads(old)
-    specialized = [p for p in SPECIALIZED[case[0]] if not (
-        p == "grad_input" and case[0] in PHASE_GRAD_INPUT and not runs_avx512(isa_name))]
+    specialized = [p for p in SPECIALIZED[case[0]]
+                   if runs_avx512(isa_name) or (case[0], p) not in AVX512_ONLY]
     for name, ours, other, one in zip(names, special, gemm, single):
         assert torch.equal(ours, one), name
         if name not in specialized:

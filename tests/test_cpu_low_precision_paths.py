@@ -132,8 +132,9 @@ def test_low_precision_paths_match_float64(case, dtype, isa):
 def test_low_precision_paths_are_taken(case, dtype, isa):
     """Each pass runs its path (and only a pass meant for it does); the
     Winograd and window paths need vector instructions, so the scalar level
-    takes the packed GEMM there, and the grad input per input phase runs
-    at the AVX-512 level only (col2im below it)."""
+    takes the packed GEMM there, and the grad input per input phase and
+    the window-dot grad weight of 1 x 1 kernels run at the AVX-512 level
+    only (heuristic.h)."""
     x, w, b, kw = make(case, dtype)
     gy = torch.randn(F.conv2d(x.float(), w.float(), None, **kw).shape,
                      generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -143,7 +144,8 @@ def test_low_precision_paths_are_taken(case, dtype, isa):
         ran = traced(call) & names
         if path is None:
             continue
-        below_avx512 = path == WIN_DX and not runs_avx512(isa)
+        avx512_only = path == WIN_DX or (path == WIN_DW and case[6] * case[7] == 1)
+        below_avx512 = avx512_only and not runs_avx512(isa)
         if (vector_only and isa == "scalar") or below_avx512 or pairs_take_over(path, case, dtype, isa):
             assert path not in ran, f"{name}: {ran}"
         else:

@@ -245,6 +245,13 @@ inline bool use_winograd(
 // reductions cost as much as the products (measured, 2 threads:
 // r50_res4_3x3, 512 padded pixels, 0.47x torch against the GEMM's 0.72x;
 // r50_res2_3x3, 6728, 1.1x against 0.52x).
+// Not for 1 x 1 kernels at the AVX2 level: its 3 x 4 tile streams the runs
+// from L3 where the GEMM's blocks stay in cache, and a 1 x 1 layer's
+// patches need no im2col the windows would save. 2 threads, AMD EPYC Zen 3,
+// min of 30 calls, windows -> GEMM: (8, 128, 28, 28) -> 128 9.3-11.4 ->
+// 3.7-4.3 ms (torch 6.4-7.7); (8, 576, 14, 14) -> 96 4.1 -> 2.4 (2.3-3.0);
+// r50_res2_1x1 4.5 either way; (8, 32, 56, 56) -> 16 1.0 -> 1.2, a thin
+// layer of little time, not a rule of its own.
 inline bool use_window_weight_grad(
     const ConvShape& s, const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& grad_weight, Isa isa) {
@@ -252,7 +259,7 @@ inline bool use_window_weight_grad(
   const int64_t Hp = s.P + ((s.R - 1) * s.dil_h + s.pad_h) / s.stride_h + 2;
   const int64_t Wp = s.Q + ((s.S - 1) * s.dil_w + s.pad_w) / s.stride_w + 2;
   return s.N * Hp * Wp >= 2048 && strides_within_kernel(s) && !gemm_only() &&
-      isa != Isa::kScalar &&
+      isa != Isa::kScalar && !(isa == Isa::kAvx2 && s.R * s.S == 1) &&
       float_arithmetic(input) && !(pairs_over_float_paths(input) && s.C * s.R * s.S > 256) &&
       s.G == 1 && !use_direct_grouped(s) &&
       input.stride(3) == 1 && grad_output.stride(3) == 1 && grad_weight.is_contiguous() &&
