@@ -73,6 +73,10 @@ PATHS = [
     ("col2im_batch_1x1_s2", 2, 24, 15, 17, 40, 1, 1, 2, 0, 1, 1, False),
     # 1 x 1, no im2col gather beyond runs
     ("pointwise", 2, 32, 13, 19, 48, 1, 1, 1, 0, 1, 1, False),
+    # 1 x 1 grad weight with grad_output's planes read in place: two depth
+    # blocks per image (323 pixels: 256 + 67), output channels and input
+    # channels that fill no whole tile
+    ("pointwise_rows", 3, 20, 17, 19, 27, 1, 1, 1, 0, 1, 1, False),
     # stride 2: grad input through col2im
     ("col2im_stride2", 2, 3, 29, 31, 20, 7, 7, 2, 3, 1, 1, False),
     ("col2im_nhwc", 2, 12, 16, 16, 20, 3, 3, 2, 1, 1, 1, True),
@@ -188,7 +192,8 @@ def test_gradcheck(case, isa):
     assert torch.autograd.gradcheck(lambda x, w, b: conv_ext.conv2d(x, w, b, **kw), (x, w, b))
 
 
-DETERMINISM = ["gemm_nchw", "winograd_blocks", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4"]
+DETERMINISM = ["gemm_nchw", "winograd_blocks", "gemm_nhwc", "col2im_stride2", "depthwise", "grouped4",
+               "pointwise_rows"]
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -78,6 +78,23 @@ void backward_weight_gemm(
           s.K, CRS, grad_weight.mutable_data_ptr<scalar_t>());
       return;
     }
+    const Strides4 xs(input), ys(grad_output);
+    const bool planes = xs.d3 == 1 && xs.d2 == s.W && ys.d3 == 1 && ys.d2 == s.Q;
+    if (!rsc && !dy_rsc && s.G == 1 && grad_weight.is_contiguous() && planes &&
+        s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 &&
+        s.pad_w == 0 && weight_grad_1x1_by_rows(s.N, PQ, s.K)) {
+      const scalar_t* x = input.const_data_ptr<scalar_t>();
+      weight_grad_1x1_rows(
+          kernel, vec_isa, s.N, PQ,
+          [&](int64_t n) {
+            return Im2col<scalar_t>{
+                x + n * xs.d0, xs.d1, xs.d2, xs.d3, s.C, s.H, s.W, s.Q, 1, 1, 0, 0, 1, 1, 1, 1,
+                false};
+          },
+          grad_output.const_data_ptr<scalar_t>(), ys.d0, ys.d1, s.K, s.C,
+          grad_weight.mutable_data_ptr<scalar_t>());
+      return;
+    }
   }
   const int64_t M = rsc ? Kg : CRS, N = rsc ? CRS : Kg;
   // bfloat16: rows of the accumulator 64 bytes more than a multiple of
