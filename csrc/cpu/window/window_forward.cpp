@@ -118,9 +118,13 @@ void window_forward_typed(
           for (int64_t j = j0; j < j1;) {
             const int64_t p = j / Wp, q = j % Wp;
             const int64_t run = std::min(Wp - q, j1 - j);
-            T* yr = yk + p * ys.d2;
-            for (int64_t u = 0; u < run && q + u < s.Q; ++u)
-              yr[q + u] = static_cast<T>(c[j - j0 + u] + bk);
+            // A plain counted loop the compiler vectorizes (the loop with
+            // both bounds in its condition stored one float at a time: 5 %
+            // of r50_conv1's forward).
+            const int64_t len = std::max<int64_t>(0, std::min(run, s.Q - q));
+            T* yr = yk + p * ys.d2 + q;
+            const float* cr = c + (j - j0);
+            for (int64_t u = 0; u < len; ++u) yr[u] = static_cast<T>(cr[u] + bk);
             j += run;
           }
         }
