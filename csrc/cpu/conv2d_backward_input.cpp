@@ -55,7 +55,7 @@ void backward_input_gather(
   const int64_t Cg = s.Cg(), Kg = s.Kg(), KRS = Kg * s.R * s.S;
   const int64_t KRSp = packed_depth<pack_t>(KRS);
   const int64_t HW = s.H * s.W;
-  const bool pixels_major = cpu::pixels_major(grad_output, Cg, s.N * s.G, HW, MR, NR);
+  const bool pixels_major = cpu::pixels_major(grad_output, Cg, s.N * s.G, HW, KRS, MR, NR);
   const bool rsc = pixels_major && channels_contiguous(grad_output);
 
   // W' panels: rows c of each group, depth = taps (k, r, s) in patch order.

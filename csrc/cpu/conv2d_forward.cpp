@@ -53,7 +53,7 @@ void forward_gemm(
   const int64_t Cg = s.Cg(), Kg = s.Kg(), CRS = Cg * s.R * s.S;
   const int64_t CRSp = packed_depth<pack_t>(CRS);
   const int64_t PQ = s.P * s.Q;
-  const bool pixels_major = cpu::pixels_major(input, Kg, s.N * s.G, PQ, MR, NR);
+  const bool pixels_major = cpu::pixels_major(input, Kg, s.N * s.G, PQ, CRS, MR, NR);
   const bool rsc = pixels_major && channels_contiguous(input);
 
   // Weight panels: rows k of each group, depth = taps in the patch order.
