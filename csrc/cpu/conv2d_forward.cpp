@@ -76,7 +76,7 @@ void forward_gemm(
         s.stride_h, s.stride_w, -s.pad_h, -s.pad_w, s.dil_h, s.dil_w, s.R, s.S, rsc};
   };
 
-  if (s.G == 1 && few_pixels(s.N, PQ, s.K, MR, NR)) {
+  if (s.G == 1 && few_pixels(s.N, PQ, s.K, MR, NR, kFewPixelRowsForward)) {
     std::vector<int64_t> po(PQ), co(s.K);
     for (int64_t i = 0; i < PQ; ++i) po[i] = i / s.Q * ys.d2 + i % s.Q * ys.d3;
     for (int64_t k = 0; k < s.K; ++k) co[k] = k * ys.d1;

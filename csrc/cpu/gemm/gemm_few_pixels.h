@@ -36,10 +36,20 @@ constexpr int64_t kFewPixelRows = 384;
 // channels than 2 NR per thread, planes of one pixel (squeeze-excite,
 // 1152 -> 48 channels) went to tiles of one image, one pixel each (0.3x
 // torch, 1 thread).
-inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t MR, int64_t NR) {
-  return images * round_up(pixels, MR) <= kFewPixelRows &&
-      channels >= NR * at::get_num_threads();
+inline bool few_pixels(int64_t images, int64_t pixels, int64_t channels, int64_t MR, int64_t NR,
+                       int64_t limit = kFewPixelRows) {
+  return images * round_up(pixels, MR) <= limit && channels >= NR * at::get_num_threads();
 }
+
+// The forward takes the few-pixel GEMM up to 512 rows: batch 8 at 7 x 7
+// (432 rows at mr = 6) gains there, the grad input's gather does not (the
+// limit above). 2 threads, AMD EPYC Zen 3 (AVX2), min of 20-30 calls
+// interleaved with torch, 384 -> 512 rows: 1 x 1 (8, 576, 7, 7) -> 96
+// 0.65x -> 1.14x torch, (8, 384, 7, 7) -> 64 0.66x -> 1.24x, (8, 160, 7, 7)
+// -> 400 0.76x -> 1.15x, (8, 96, 7, 7) -> 576 1.26x either way; 3 x 3
+// stride 2 to 7 x 7: (8, 128, 14, 14) -> 256 0.71x -> 1.09x, (8, 256, 14,
+// 14) -> 512 0.84x -> 1.19x, (8, 64, 14, 14) -> 128 0.85 -> 0.72 ms.
+constexpr int64_t kFewPixelRowsForward = 512;
 
 // Patch panels of taps pc .. pc+kc-1 for all images' pixels one after
 // another: image n's pixel i is panel row (x) n * pixels + i, width-wide
