@@ -314,6 +314,24 @@ namespace conv_ext::cpu {
 // 7) -> 512 1.64 -> 1.02 (1.04).
 constexpr int64_t kFewPixelDepth = 512;
 
+// c[mv x nv] (leading dimension ldc) = a's rows times the packed panel bp
+// (kc deep), plus c where accumulate; a tile short of MR x NR goes through
+// `edge` (MR x NR) so the micro-kernel never writes past it.
+template <typename T>
+inline void rows_tile_into(
+    const GemmKernel<T>& kernel, int64_t kc, const T* const* a, const T* bp, int64_t mv,
+    int64_t nv, T* c, int64_t ldc, bool accumulate, T* edge) {
+  const int64_t MR = kernel.mr, NR = kernel.nr;
+  if (mv == MR && nv == NR) {
+    kernel.rows_fn(kc, a, bp, nullptr, 0, c, ldc, accumulate);
+    return;
+  }
+  kernel.rows_fn(kc, a, bp, nullptr, 0, edge, NR, false);
+  for (int64_t m = 0; m < mv; ++m)
+    for (int64_t j = 0; j < nv; ++j)
+      c[m * ldc + j] = accumulate ? c[m * ldc + j] + edge[m * NR + j] : edge[m * NR + j];
+}
+
 inline bool few_pixels_weight_grad(int64_t images, int64_t pixels, int64_t taps, int64_t NR) {
   return images * pixels <= kFewPixelDepth && taps >= 2 * NR * at::get_num_threads();
 }
@@ -356,13 +374,7 @@ void weight_grad_few_pixels(
           const T* a[6];
           for (int64_t m = 0; m < MR; ++m)  // rows past the part repeat its last
             a[m] = rows.data() + (ir + std::min(m, mv - 1)) * depth;
-          T* c = dw + ir * taps + t0 + jr;
-          if (mv == MR && nv == NR) {
-            kernel.rows_fn(depth, a, bp, nullptr, 0, c, taps, false);
-            continue;
-          }
-          kernel.rows_fn(depth, a, bp, nullptr, 0, edge, NR, false);
-          for (int64_t m = 0; m < mv; ++m) std::copy_n(edge + m * NR, nv, c + m * taps);
+          rows_tile_into(kernel, depth, a, bp, mv, nv, dw + ir * taps + t0 + jr, taps, false, edge);
         }
       }
     }
@@ -425,15 +437,7 @@ void weight_grad_1x1_rows(
             const T* a[6];
             for (int64_t m = 0; m < MR; ++m)  // rows past the part repeat its last
               a[m] = dy + n * dn + (ir + std::min(m, mv - 1)) * dk + i0;
-            T* c = dw + ir * C + jr;
-            if (mv == MR && nv == NR) {
-              kernel.rows_fn(kc, a, bp, nullptr, 0, c, C, accumulate);
-              continue;
-            }
-            kernel.rows_fn(kc, a, bp, nullptr, 0, edge, NR, false);
-            for (int64_t m = 0; m < mv; ++m)
-              for (int64_t j = 0; j < nv; ++j)
-                c[m * C + j] = accumulate ? c[m * C + j] + edge[m * NR + j] : edge[m * NR + j];
+            rows_tile_into(kernel, kc, a, bp, mv, nv, dw + ir * C + jr, C, accumulate, edge);
           }
         }
       }

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "../gemm/pack.h"  // valid_range
+
 namespace conv_ext::cpu {
 
 struct PhaseDim {
@@ -41,11 +43,6 @@ inline PhaseDim phase_dim(int64_t out, int64_t st, int64_t dil, int64_t pad, int
   return d;
 }
 
-// ceil(a / b) for b > 0 and any sign of a.
-inline int64_t ceil_div(int64_t a, int64_t b) {
-  return a >= 0 ? (a + b - 1) / b : -((-a) / b);
-}
-
 // Writes phase plane (a, b) of one channel (H x W, strides sh, sw) to
 // dst[u * Wp + v], u < Hp, v < Wp; zero where the frame leaves the image.
 // T (float, bfloat16, half) is widened to float here.
@@ -63,8 +60,8 @@ inline void fill_phase_plane(
     }
     // Columns v0 .. v1-1 fall inside the row (w = (lo + v) st_w + b in
     // [0, W)); the loop over them has no branch per element.
-    const int64_t v0 = std::clamp<int64_t>(ceil_div(-b, st_w) - pw.lo, 0, Wp);
-    const int64_t v1 = std::clamp<int64_t>(ceil_div(W - b, st_w) - pw.lo, v0, Wp);
+    int64_t v0, v1;
+    valid_range(pw.lo * st_w + b, st_w, W, Wp, v0, v1);
     std::fill_n(row, v0, 0.f);
     const T* s = src + h * sh + ((pw.lo + v0) * st_w + b) * sw;
     const int64_t step = st_w * sw;
