@@ -66,6 +66,12 @@ PATHS = [
     ("few_pixels_s2_dil", 3, 20, 9, 8, 24, 3, 3, 2, 2, 2, 1, False),
     ("few_pixels_1x1_plane", 8, 48, 1, 1, 160, 1, 1, 1, 0, 1, 1, False),
     ("few_pixels_pointwise", 8, 160, 4, 4, 200, 1, 1, 1, 0, 1, 1, False),
+    # 1 x 1 grad input with W^T in panels and grad_output in place
+    # (pointwise_grad_input_by_rows): input channels that fill no whole
+    # panel, two depth blocks (300 = 256 + 44), 392 pixels (past the
+    # gather's 384 rows), and channels-last
+    ("pointwise_gi_panels", 8, 131, 7, 7, 300, 1, 1, 1, 0, 1, 1, False),
+    ("pointwise_gi_panels_nhwc", 4, 70, 5, 5, 90, 1, 1, 1, 0, 1, 1, True),
     # strided grad input over the batch in blocks of 384 pixels, one block
     # boundary in the middle of an image's row; 1 x 1 stride 2 (ResNet's
     # downsampling shortcut)

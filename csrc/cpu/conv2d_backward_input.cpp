@@ -76,10 +76,24 @@ void backward_input_gather(
         1, 1, s.pad_h, s.pad_w, -s.dil_h, -s.dil_w, s.R, s.S, rsc};
   };
 
-  if (s.G == 1 && few_pixels(s.N, HW, s.C, MR, NR)) {
+  const bool by_rows = std::is_same_v<scalar_t, pack_t> && std::is_same_v<scalar_t, acc_t> &&
+      pointwise_grad_input_by_rows(s, grad_output, isa);
+  if (by_rows || (s.G == 1 && few_pixels(s.N, HW, s.C, MR, NR))) {
     std::vector<int64_t> po(HW), co(s.C);
     for (int64_t i = 0; i < HW; ++i) po[i] = i / s.W * xs.d2 + i % s.W * xs.d3;
     for (int64_t c = 0; c < s.C; ++c) co[c] = c * xs.d1;
+    if constexpr (std::is_same_v<scalar_t, pack_t> && std::is_same_v<scalar_t, acc_t>) {
+      if (by_rows) {  // W^T in MR-row panels, grad_output in place (heuristic.h)
+        // Slot 1: the few-pixel GEMM's own are 0, 2 and 3 (gemm_few_pixels.h).
+        scalar_t* const wpack = scratch<scalar_t>(1, round_up(s.C, MR) * s.K);
+        pack_table_parallel(weight.const_data_ptr<scalar_t>(), 0, 1, cofs_w.data(), s.C,
+                            tofs.data(), s.K, MR, wpack);
+        gemm_few_pixels_panels(
+            kernel, vec_isa, s.N, HW, [&](int64_t n) { return image(n, 0); }, wpack, s.C, s.K,
+            dx, xs.d0, po.data(), co.data());
+        return;
+      }
+    }
     gemm_few_pixels<scalar_t, acc_t>(
         vec_isa, kernel, s.N, HW, [&](int64_t n) { return image(n, 0); },
         weight.const_data_ptr<scalar_t>(), cofs_w.data(), s.C, tofs.data(), KRS,

@@ -194,17 +194,18 @@ T* pack_all_images(
   return dst;
 }
 
-// gemm_few_pixels with the weights read in place: w + wo[j] is channel j's
-// run of taps. Channels are split in parts of whole MR-row panels; all
-// images' pixels are the columns, packed once (pack_all_images). T: the
-// accumulator, P: the panels' and weights' type (bfloat16 pairs: a row's
-// steps (k, k+1) are already adjacent in place), S: the destination's.
-template <typename T, typename P, typename S, typename View>
-void gemm_few_pixels_rows(
+// The channels-as-rows few-pixel GEMM: channels are split in parts of whole
+// MR-row panels; all images' pixels are the columns, packed once
+// (pack_all_images). tile(j, pc, kc, bp, c, ldc, accumulate) multiplies
+// channel rows j .. j+MR-1 (rows past `channels` may repeat or be zero, the
+// store skips them) at taps pc .. pc+kc-1 by the packed panel bp into c.
+// T: the accumulator, P: the panels' type, S: the destination's.
+template <typename T, typename P, typename S, typename View, typename Tile>
+void few_pixels_channel_rows(
     const GemmKernel<T, P>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
-    const P* w, const int64_t* wo, int64_t channels, int64_t taps, const T* bias, S* dst,
-    int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads,
-    const Epilogue* epilogue) {
+    int64_t channels, int64_t taps, const T* bias, S* dst, int64_t image_stride,
+    const int64_t* po, const int64_t* co, int64_t threads, const Epilogue* epilogue,
+    Tile&& tile) {
   const int64_t MR = kernel.mr, NR = kernel.nr, KC = kernel.kc;
   const int64_t cols = round_up(images * pixels, NR);
   const int64_t part = round_up((channels + threads - 1) / threads, MR);
@@ -217,17 +218,9 @@ void gemm_few_pixels_rows(
       for (int64_t pc = 0; pc < taps; pc += KC) {
         const int64_t kc = std::min(KC, taps - pc), kp = packed_depth<P>(kc);
         const P* const bbuf = bfull + pc * cols;
-        for (int64_t jr = 0; jr < cols; jr += NR) {
-          const P* bp = bbuf + jr * kp;
-          for (int64_t ir = 0; ir < nj; ir += MR) {
-            const int64_t mv = std::min(MR, nj - ir);
-            const P* a[6];
-            for (int64_t i = 0; i < MR; ++i)  // rows past the part repeat its last
-              a[i] = w + wo[j0 + ir + std::min(i, mv - 1)] + pc;
-            // cbuf has whole MR-row panels: rows past nj take the repeats.
-            kernel.rows_fn(kc, a, bp, nullptr, 0, cbuf + ir * cols + jr, cols, pc > 0);
-          }
-        }
+        for (int64_t jr = 0; jr < cols; jr += NR)
+          for (int64_t ir = 0; ir < nj; ir += MR)  // cbuf has whole MR-row panels
+            tile(j0 + ir, pc, kc, bbuf + jr * kp, cbuf + ir * cols + jr, cols, pc > 0);
       }
       const T* none = nullptr;
       for (int64_t n = 0; n < images; ++n) {
@@ -238,6 +231,46 @@ void gemm_few_pixels_rows(
       }
     }
   });
+}
+
+// few_pixels_channel_rows with the weights read in place: w + wo[j] is
+// channel j's run of taps (the row-pointer micro-kernel). bfloat16 pairs:
+// a row's steps (k, k+1) are already adjacent in place.
+template <typename T, typename P, typename S, typename View>
+void gemm_few_pixels_rows(
+    const GemmKernel<T, P>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
+    const P* w, const int64_t* wo, int64_t channels, int64_t taps, const T* bias, S* dst,
+    int64_t image_stride, const int64_t* po, const int64_t* co, int64_t threads,
+    const Epilogue* epilogue) {
+  const int64_t MR = kernel.mr;
+  few_pixels_channel_rows(
+      kernel, vec_isa, images, pixels, view, channels, taps, bias, dst, image_stride, po, co,
+      threads, epilogue,
+      [&](int64_t j, int64_t pc, int64_t kc, const P* bp, T* c, int64_t ldc, bool acc) {
+        const int64_t mv = std::min(MR, channels - j);
+        const P* a[6];
+        for (int64_t i = 0; i < MR; ++i)  // rows past the channels repeat the last
+          a[i] = w + wo[j + std::min(i, mv - 1)] + pc;
+        kernel.rows_fn(kc, a, bp, nullptr, 0, c, ldc, acc);
+      });
+}
+
+// few_pixels_channel_rows with the weights packed beforehand into MR-row
+// panels, `taps` deep, rows past `channels` zero (pack_table_parallel):
+// for weights whose taps are not one run per channel, such as W^T of a
+// 1 x 1 grad input, where each panel row k is MR adjacent values of W.
+template <typename T, typename S, typename View>
+void gemm_few_pixels_panels(
+    const GemmKernel<T, T>& kernel, int vec_isa, int64_t images, int64_t pixels, View&& view,
+    const T* panels, int64_t channels, int64_t taps, S* dst, int64_t image_stride,
+    const int64_t* po, const int64_t* co) {
+  const int64_t MR = kernel.mr;
+  few_pixels_channel_rows(
+      kernel, vec_isa, images, pixels, view, channels, taps, static_cast<const T*>(nullptr),
+      dst, image_stride, po, co, at::get_num_threads(), nullptr,
+      [&](int64_t j, int64_t pc, int64_t kc, const T* bp, T* c, int64_t ldc, bool acc) {
+        kernel.fn(kc, panels + j * taps + pc * MR, bp, c, ldc, acc);
+      });
 }
 
 // out(n, pixel i, channel j) = bias[j] + sum_t patch(n)(i, t) * w[wo[j] + to[t]]
