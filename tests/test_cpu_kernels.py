@@ -219,6 +219,20 @@ def test_bitwise_deterministic(case, threads, isa):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bias_sum_every_run_length(dtype, isa):
+    """Grad bias sums each channel's plane in vectors (conv2d_backward_bias.cpp):
+    planes of 1 to 300 values reach every loop and remainder at every
+    vector width, checked against a float64 sum."""
+    gen = torch.Generator().manual_seed(3)
+    for hw in list(range(1, 70)) + [127, 128, 129, 255, 256, 257, 300]:
+        gy = torch.randn(3, 5, 1, hw, generator=gen, dtype=torch.float64)
+        ref = gy.sum((0, 2, 3))
+        ours = ops.conv2d_backward_bias(gy.to(dtype)).double()
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(ours, ref, rtol=tol, atol=tol, msg=f"{hw} values per plane")
+
+
 @pytest.mark.parametrize("case", [PATHS[0], PATHS[8]], ids=["gemm", "direct"])
 def test_batch_zero(case, isa):
     x, w, b, kw = make(case, torch.float64)

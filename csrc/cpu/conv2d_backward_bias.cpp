@@ -52,6 +52,28 @@ double sum_run(const T* x, int64_t n) {
       a0 += __builtin_convertvector(lo, VD);
       a1 += __builtin_convertvector(hi, VD);
     }
+    // The rest's whole vectors (under 16) the same way, in two chains: a
+    // 7 x 7 plane is 6 vectors of 8 (AVX2) and one widening instead of 12
+    // (dw3_s1_c576_7x7's 4608 planes of 49 values: 0.070 ms against
+    // torch's 0.050, AMD EPYC Zen 3, AVX2).
+    if (i + 2 * B <= n) {
+      VF f0 = loadv<2 * B>(x + i), f1 = VF{};
+      i += 2 * B;
+      for (; i + 4 * B <= n; i += 4 * B) {
+        f1 += loadv<2 * B>(x + i);
+        f0 += loadv<2 * B>(x + i + 2 * B);
+      }
+      if (i + 2 * B <= n) {
+        f1 += loadv<2 * B>(x + i);
+        i += 2 * B;
+      }
+      const VF f = f0 + f1;
+      VH lo, hi;
+      __builtin_memcpy(&lo, &f, sizeof lo);
+      __builtin_memcpy(&hi, reinterpret_cast<const char*>(&f) + sizeof lo, sizeof hi);
+      a2 += __builtin_convertvector(lo, VD);
+      a3 += __builtin_convertvector(hi, VD);
+    }
   }
   for (; i + 4 * B <= n; i += 4 * B) {
     a0 += __builtin_convertvector(loadv<B>(x + i), VD);
