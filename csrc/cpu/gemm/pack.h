@@ -96,6 +96,13 @@ struct PanelBlock {
           } else {
             for (int64_t j = 0; j < len; ++j) dd[j] = ss[j * step];
           }
+        } else if (kP == 1 && step == 2) {
+          // Constant stride 2 (stride-2 layers' patch runs along a row):
+          // the compiler vectorizes it with two loads and a shuffle per
+          // vector; a variable step stays element by element (AMD EPYC Zen
+          // 3, AVX2: the packing was 23 % of (8, 64, 28, 28) -> 128 3 x 3
+          // stride 2's forward).
+          for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(src[2 * j]);
         } else {
           for (int64_t j = 0; j < len; ++j) d[j * kP] = static_cast<T>(src[j * step]);
         }
@@ -305,6 +312,11 @@ void pack_im2col(
       const int64_t dh = (rs / g.S) * g.dil_h + g.off_h;
       const int64_t dw = (rs % g.S) * g.dil_w + g.off_w;
       const scalar_t* sc = g.src + c * g.sc;
+      // The output columns [qlo, qhi) whose input column is inside the
+      // image, the same on every row: once per tap, not two divisions per
+      // run (they were a tenth of the packing on 14-pixel rows, AVX2).
+      int64_t qlo, qhi;
+      valid_range(dw, g.st_w, g.W, g.Q, qlo, qhi);
       int64_t p = p0, q = q0;
       for (int64_t i = 0; i < mlen;) {
         const int64_t n = std::min(g.Q - q, mlen - i);
@@ -313,8 +325,8 @@ void pack_im2col(
           run(true, i, t, n, none, 0);
         } else {
           const int64_t w0 = q * g.st_w + dw;
-          int64_t lo, hi;
-          valid_range(w0, g.st_w, g.W, n, lo, hi);
+          const int64_t lo = std::min(n, std::max<int64_t>(0, qlo - q));
+          const int64_t hi = std::max(lo, std::min(n, qhi - q));
           if (lo > 0) run(true, i, t, lo, none, 0);
           if (hi > lo)
             run(true, i + lo, t, hi - lo, sc + h * g.sh + (w0 + lo * g.st_w) * g.sw,
