@@ -146,3 +146,27 @@ def test_blocked_mixed_memory_formats(isa):
     gf = gy.float()
     assert relerr(ops.conv2d_backward_weight(gf, xf, list(wt.shape), *a), ref[1]) < 2e-6
     assert relerr(ops.conv2d_backward_input(gf, wt.float(), list(x.shape), *a), ref[0]) < 2e-6
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17])
+def test_blocked_bfloat16_copies_round_exactly(isa, width):
+    # bfloat16 planes are widened into the float blocks and rounded once on
+    # the way out (channel_blocks.h: vector copies at AVX2 and AVX-512).
+    # With the centre tap 1 and the others 0, each output is x + b summed
+    # exactly in float, so it must equal torch's rounding of that float bit
+    # for bit, ties to even and NaN included, at every row length (the
+    # vector copies' partial runs).
+    gen = torch.Generator().manual_seed(width)
+    c = 32
+    x = torch.randn(2, c, 3, width, generator=gen).mul(2.0 ** torch.randint(
+        -8, 9, (2, c, 3, width), generator=gen)).bfloat16()
+    x[0, 3, 1, 0] = float("nan")
+    b = torch.randn(c, generator=gen).bfloat16()
+    wt = torch.zeros(c, 1, 3, 3, dtype=torch.bfloat16)
+    wt[:, :, 1, 1] = 1
+    y = ops.conv2d_forward(x, wt, b, [1, 1], [1, 1], [1, 1], c)
+    # 0 * NaN spreads the NaN to the neighbours, as in the reference.
+    ref = F.conv2d(x.float(), wt.float(), b.float(), 1, 1, 1, c).bfloat16()
+    assert torch.equal(y.isnan(), ref.isnan())
+    assert torch.equal(y.view(torch.int16)[~y.isnan()], ref.view(torch.int16)[~ref.isnan()])
+    assert (y.view(torch.int16)[y.isnan()] == 0x7FC0).all()

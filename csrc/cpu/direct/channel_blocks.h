@@ -139,11 +139,15 @@ CONV_EXT_BLOCKS_AVX512_FN void unpack_run16(const float* b, int64_t n, T* row, i
   }
 }
 
-// The same copies with AVX2, float only (the build has no F16C for half,
-// and bfloat16 already runs several times faster than torch's there): 16 channels as
-// two 8 x 8 transposes per 8 pixels. Without them the element-by-element
-// copies were most of a small-plane depthwise forward (AMD EPYC Zen 3, 2
-// threads: dw3_s1_c576_7x7 0.81x torch, dw5_s1_c1152_4x4 0.75x).
+// The same copies with AVX2 for float and bfloat16 (the build has no F16C
+// for half): 16 channels as two 8 x 8 transposes per 8 pixels. Without them
+// the element-by-element copies were most of a small-plane depthwise
+// forward (AMD EPYC Zen 3, 2 threads: dw3_s1_c576_7x7 0.81x torch,
+// dw5_s1_c1152_4x4 0.75x), and bfloat16 ran at half float32's speed
+// (mbv2_dw_3x3 at batch 8, each pass: 2.0-2.2x float32's time).
+template <typename T>
+inline constexpr bool kAvx2Widens = std::is_same_v<T, float> || std::is_same_v<T, c10::BFloat16>;
+
 CONV_EXT_BLOCKS_AVX2_FN void transpose8(__m256 r[8]) {
   __m256 t[8], u[8];
   for (int i = 0; i < 4; ++i) {
@@ -192,24 +196,90 @@ CONV_EXT_BLOCKS_AVX2_FN void store_first8(float* p, int64_t m, __m256 v) {
   if (m == 1) _mm_store_ss(p, x);
 }
 
-// pack_run16 with AVX2.
-CONV_EXT_BLOCKS_AVX2_FN void pack_run16_avx2(const float* row, int64_t sc, int64_t n, float* o) {
+// m <= 8 values of p widened to float (zeros past m), reading nothing past
+// p[m - 1]. bfloat16 is the upper half of a float: a zero extension and a
+// shift; a short run loads its pairs through a masked 32-bit load and its
+// last odd value on its own, as load_u16 does.
+template <typename T>
+CONV_EXT_BLOCKS_AVX2_FN __m256 load8(const T* p, int64_t m) {
+  if constexpr (std::is_same_v<T, float>) {
+    return m == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes8(m));
+  } else {
+    static_assert(std::is_same_v<T, c10::BFloat16>, "AVX2 widens float and bfloat16");
+    const auto* q = reinterpret_cast<const uint16_t*>(p);
+    __m128i v;
+    if (m == 8) {
+      v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    } else {
+      const __m128i pairs = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(m / 2)),
+                                            _mm_setr_epi32(0, 1, 2, 3));
+      v = _mm_maskload_epi32(reinterpret_cast<const int*>(q), pairs);
+      if (m % 2 != 0) {
+        const __m128i last = _mm_cmpeq_epi16(_mm_set1_epi16(static_cast<short>(m - 1)),
+                                             _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7));
+        v = _mm_or_si128(v, _mm_and_si128(last, _mm_set1_epi16(static_cast<short>(q[m - 1]))));
+      }
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+  }
+}
+
+// The first m <= 8 lanes of v stored to p as T: float by store_first8;
+// bfloat16 rounded to nearest even as c10::BFloat16 rounds (a NaN becomes
+// 0x7FC0), by halves, pairs and singles of 16-bit values.
+template <typename T>
+CONV_EXT_BLOCKS_AVX2_FN void store8(T* p, int64_t m, __m256 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    store_first8(p, m, v);
+  } else {
+    const __m256i b = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(b, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), nan);
+    // 32 -> 16 bits per 128-bit half, then the two halves' low quarters together.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    __m128i x = _mm256_castsi256_si128(packed);
+    auto* q = reinterpret_cast<uint16_t*>(p);
+    if (m == 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q), x);
+      return;
+    }
+    if (m >= 4) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q), x);
+      x = _mm_srli_si128(x, 8);
+      q += 4;
+      m -= 4;
+    }
+    if (m >= 2) {
+      const int pair = _mm_cvtsi128_si32(x);
+      std::memcpy(q, &pair, sizeof pair);
+      x = _mm_srli_si128(x, 4);
+      q += 2;
+      m -= 2;
+    }
+    if (m == 1) *q = static_cast<uint16_t>(_mm_extract_epi16(x, 0));
+  }
+}
+
+// pack_run16 with AVX2, float and bfloat16.
+template <typename T>
+CONV_EXT_BLOCKS_AVX2_FN void pack_run16_avx2(const T* row, int64_t sc, int64_t n, float* o) {
   for (int64_t j0 = 0; j0 < n; j0 += 8) {
     const int64_t m = n - j0 < 8 ? n - j0 : 8;
-    const __m256i mask = lanes8(m);
     for (int h = 0; h < 2; ++h) {
       __m256 r[8];
-      for (int c = 0; c < 8; ++c)
-        r[c] = m == 8 ? _mm256_loadu_ps(row + (8 * h + c) * sc + j0)
-                      : _mm256_maskload_ps(row + (8 * h + c) * sc + j0, mask);
+      for (int c = 0; c < 8; ++c) r[c] = load8(row + (8 * h + c) * sc + j0, m);
       transpose8(r);
       for (int64_t j = 0; j < m; ++j) _mm256_storeu_ps(o + (j0 + j) * 16 + 8 * h, r[j]);
     }
   }
 }
 
-// unpack_run16 with AVX2.
-CONV_EXT_BLOCKS_AVX2_FN void unpack_run16_avx2(const float* b, int64_t n, float* row, int64_t dc) {
+// unpack_run16 with AVX2, float and bfloat16.
+template <typename T>
+CONV_EXT_BLOCKS_AVX2_FN void unpack_run16_avx2(const float* b, int64_t n, T* row, int64_t dc) {
   for (int64_t j0 = 0; j0 < n; j0 += 8) {
     const int64_t m = n - j0 < 8 ? n - j0 : 8;
     for (int h = 0; h < 2; ++h) {
@@ -217,7 +287,7 @@ CONV_EXT_BLOCKS_AVX2_FN void unpack_run16_avx2(const float* b, int64_t n, float*
       for (int64_t j = 0; j < 8; ++j)
         r[j] = j < m ? _mm256_loadu_ps(b + (j0 + j) * 16 + 8 * h) : _mm256_setzero_ps();
       transpose8(r);
-      for (int c = 0; c < 8; ++c) store_first8(row + (8 * h + c) * dc + j0, m, r[c]);
+      for (int c = 0; c < 8; ++c) store8(row + (8 * h + c) * dc + j0, m, r[c]);
     }
   }
 }
@@ -228,7 +298,7 @@ CONV_EXT_BLOCKS_AVX2_FN void unpack_run16_avx2(const float* b, int64_t n, float*
 // in channels nc..cs-1, so the kernels have no edge cases.
 // B: the float lanes of the caller's build, 16 for AVX-512F, 8 for AVX2
 // (full blocks of 16 channels with unit column stride then go through
-// transpose16, or two transpose8 for float), 0 for plain code.
+// transpose16, or two transpose8 for float and bfloat16), 0 for plain code.
 template <int B = 0, typename T>
 inline void pack_window(const T* src, int64_t sc, int64_t sh, int64_t sw, int64_t H,
                         int64_t W, int64_t nc, int64_t cs, const PadGeom& pg,
@@ -254,7 +324,7 @@ inline void pack_window(const T* src, int64_t sc, int64_t sh, int64_t sw, int64_
       if constexpr (B == 16) {
         pack_run16(row, sc, n, o);
         continue;
-      } else if constexpr (B == 8 && std::is_same_v<T, float>) {
+      } else if constexpr (B == 8 && kAvx2Widens<T>) {
         pack_run16_avx2(row, sc, n, o);
         continue;
       }
@@ -276,7 +346,7 @@ inline void unpack_window(const float* buf, const PadGeom& pg, int64_t nc, int64
   const int64_t wl = std::clamp<int64_t>(pg.w0, 0, W);
   const int64_t wr = std::clamp<int64_t>(pg.w0 + pg.Wp, wl, W);
 #if CONV_EXT_BLOCKS_X86
-  if constexpr (B == 16 || (B == 8 && std::is_same_v<T, float>)) {
+  if constexpr (B == 16 || (B == 8 && kAvx2Widens<T>)) {
     if (nc == 16 && cs == 16 && dw == 1) {
       for (int64_t h = 0; h < H; ++h) {
         T* row = dst + h * dh;
